@@ -1,0 +1,1 @@
+//! Criterion benchmarks of metrics-exporter live in `benches/benches/`.

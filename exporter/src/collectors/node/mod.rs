@@ -1,0 +1,1 @@
+//! Node collectors: the machine or container the exporter runs on.

@@ -1,0 +1,9 @@
+//! metrics-exporter: a Prometheus and OpenTelemetry exporter for Proxmox VE hosts and the LXC
+//! containers on them. See README.md for what it exports and how it is run.
+
+pub mod collectors;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod parse;
+pub mod platform;

@@ -1,0 +1,273 @@
+//! The metric model shared by every collector and every encoder.
+//!
+//! Each metric is declared once as a `static MetricDesc` beside the collector that produces
+//! it (name, help, kind, unit, label names, scope and, where one exists, its OpenTelemetry
+//! name). A collection fills a [`SnapshotBuilder`]; the finished [`Snapshot`] is immutable
+//! and shared (`Arc`) by the Prometheus encoder, the `.prom` file writer and the OTLP pusher,
+//! so one collection yields identical values on every output.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What kind of series a metric is (Prometheus and OpenTelemetry agree on these four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Cumulative, monotonic; a decrease means the source restarted.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// A constant 1 whose labels carry the information (`*_info`).
+    Info,
+    /// Cumulative buckets with sum and count.
+    Histogram,
+}
+
+/// The unit of a metric, used for OpenTelemetry (UCUM) and documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Unit {
+    Seconds,
+    Bytes,
+    /// A dimensionless count; the string is the UCUM annotation, e.g. `{process}`.
+    Count(&'static str),
+    /// A ratio (cores, load average); UCUM `1`.
+    Ratio,
+}
+
+impl Unit {
+    /// The UCUM spelling used by OpenTelemetry.
+    pub fn ucum(self) -> &'static str {
+        match self {
+            Unit::Seconds => "s",
+            Unit::Bytes => "By",
+            Unit::Count(annotation) => annotation,
+            Unit::Ratio => "1",
+        }
+    }
+}
+
+/// Whose series a family holds, which decides the identity labels the encoders add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The machine (or container) the exporter runs on, and the exporter itself: the encoders
+    /// add the exporter's identity labels (`host_name`, and `container_id` when known).
+    Node,
+    /// A Proxmox guest: the family carries its own `container_id`, `host_name` and `type`.
+    Guest,
+}
+
+/// How a metric is named in OpenTelemetry: semantic-convention name, the attribute name for
+/// each Prometheus label (same order as [`MetricDesc::labels`]) and fixed attributes that the
+/// Prometheus name encodes in its spelling (e.g. `network.io.direction = receive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OtelName {
+    pub name: &'static str,
+    pub attributes: &'static [&'static str],
+    pub fixed: &'static [(&'static str, &'static str)],
+}
+
+/// The one declaration of a metric.
+#[derive(Debug, PartialEq, serde::Serialize)]
+pub struct MetricDesc {
+    /// The full Prometheus name as exposed (`node_cpu_seconds_total`, `pve_guest_info`).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    /// Label names of every series, in order; identity labels are not listed for `Scope::Node`.
+    pub labels: &'static [&'static str],
+    pub scope: Scope,
+    pub otel: Option<OtelName>,
+}
+
+/// A label value. Shared because guest labels repeat on every series of a guest.
+pub type LabelValue = Arc<str>;
+
+/// A cumulative histogram: `buckets` holds (upper bound, cumulative count), ascending, without
+/// the `+Inf` bucket, which is `count`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Histogram(Box<Histogram>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// One value per name in the family's `desc.labels`, in the same order.
+    pub labels: Box<[LabelValue]>,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub desc: &'static MetricDesc,
+    pub samples: Vec<Sample>,
+}
+
+/// The identity of the exporter's own node or container, added to `Scope::Node` series.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// The UTS host name (`$PROC_PATH/sys/kernel/hostname`).
+    pub host_name: String,
+    /// The LXC container id (vmid) when it is configured or derivable, never guessed.
+    pub container_id: Option<String>,
+    /// `host_name:container_id` (or `host_name`), exposed once in an info series.
+    pub instance: String,
+}
+
+impl Identity {
+    /// The identity label pairs, in exposition order; an unknown container id is left out
+    /// (an empty label value is the same as an absent label to Prometheus anyway).
+    pub fn labels(&self) -> Vec<(&'static str, LabelValue)> {
+        let mut labels = vec![("host_name", LabelValue::from(self.host_name.as_str()))];
+        if let Some(id) = &self.container_id {
+            labels.push(("container_id", LabelValue::from(id.as_str())));
+        }
+        labels
+    }
+}
+
+/// One finished collection: immutable once built.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub families: Vec<Family>,
+    pub identity: Arc<Identity>,
+    /// When the collection started.
+    pub timestamp: SystemTime,
+    /// 1 for the first collection of this process, +1 for every later one.
+    pub sequence: u64,
+}
+
+impl Snapshot {
+    /// Number of series (histograms count once).
+    pub fn series_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+
+    pub fn family(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.desc.name == name)
+    }
+}
+
+/// Collects samples into families; families keep the order in which they first appear.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    families: Vec<Family>,
+    index: HashMap<&'static str, usize>,
+}
+
+impl SnapshotBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The family for `desc`, created empty on first use. A family that stays empty is not
+    /// exported (no series means absent, never zero).
+    pub fn family(&mut self, desc: &'static MetricDesc) -> &mut Family {
+        let next = self.families.len();
+        let slot = *self.index.entry(desc.name).or_insert(next);
+        if slot == next {
+            self.families.push(Family { desc, samples: Vec::new() });
+        }
+        &mut self.families[slot]
+    }
+
+    /// Adds one number (gauge, counter or info) with label values in `desc.labels` order.
+    pub fn push<L: Into<LabelValue>>(
+        &mut self,
+        desc: &'static MetricDesc,
+        labels: impl IntoIterator<Item = L>,
+        value: f64,
+    ) {
+        self.push_value(desc, labels, Value::Number(value));
+    }
+
+    /// Adds one sample of any value kind.
+    pub fn push_value<L: Into<LabelValue>>(
+        &mut self,
+        desc: &'static MetricDesc,
+        labels: impl IntoIterator<Item = L>,
+        value: Value,
+    ) {
+        let labels: Box<[LabelValue]> = labels.into_iter().map(Into::into).collect();
+        debug_assert_eq!(labels.len(), desc.labels.len(), "label arity of {}", desc.name);
+        self.family(desc).samples.push(Sample { labels, value });
+    }
+
+    /// Adds the samples another builder collected (used to merge per-collector output).
+    pub fn append(&mut self, other: SnapshotBuilder) {
+        for family in other.families {
+            self.family(family.desc).samples.extend(family.samples);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.families.iter().all(|f| f.samples.is_empty())
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+
+    pub fn finish(self, identity: Arc<Identity>, timestamp: SystemTime, sequence: u64) -> Snapshot {
+        let families = self.families.into_iter().filter(|f| !f.samples.is_empty()).collect();
+        Snapshot { families, identity, timestamp, sequence }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static GAUGE: MetricDesc = MetricDesc {
+        name: "test_gauge",
+        help: "A test gauge.",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        labels: &["device"],
+        scope: Scope::Node,
+        otel: None,
+    };
+    static OTHER: MetricDesc = MetricDesc {
+        name: "test_other",
+        help: "Another.",
+        kind: Kind::Counter,
+        unit: Unit::Seconds,
+        labels: &[],
+        scope: Scope::Node,
+        otel: None,
+    };
+
+    #[test]
+    fn families_group_samples_and_keep_first_appearance_order() {
+        let mut b = SnapshotBuilder::new();
+        b.push(&OTHER, [] as [&str; 0], 1.0);
+        b.push(&GAUGE, ["a"], 2.0);
+        b.push(&OTHER, [] as [&str; 0], 3.0);
+        let mut second = SnapshotBuilder::new();
+        second.push(&GAUGE, ["b"], 4.0);
+        b.append(second);
+        let snap = b.finish(Arc::default(), SystemTime::UNIX_EPOCH, 1);
+        let names: Vec<_> = snap.families.iter().map(|f| f.desc.name).collect();
+        assert_eq!(names, ["test_other", "test_gauge"]);
+        assert_eq!(snap.family("test_gauge").unwrap().samples.len(), 2);
+        assert_eq!(snap.series_count(), 4);
+    }
+
+    #[test]
+    fn empty_families_are_dropped() {
+        let mut b = SnapshotBuilder::new();
+        b.family(&GAUGE);
+        let snap = b.finish(Arc::default(), SystemTime::UNIX_EPOCH, 1);
+        assert!(snap.families.is_empty());
+    }
+}

@@ -1,0 +1,4 @@
+//! Pure parsers of kernel and Proxmox text formats. Each takes the file's text and returns
+//! typed values or a [`crate::error::ParseError`]; readers (in the collectors) add the path.
+
+pub mod mountinfo;
