@@ -2,3 +2,6 @@
 //! typed values or a [`crate::error::ParseError`]; readers (in the collectors) add the path.
 
 pub mod mountinfo;
+pub mod cgroup;
+pub mod netdev;
+pub mod pressure;

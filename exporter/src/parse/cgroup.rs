@@ -1,0 +1,449 @@
+//! Parsers of cgroup v2 interface files (Documentation/admin-guide/cgroup-v2.rst, "Interface
+//! Files" and "Format"). Every function takes the file's text; the reader adds the path.
+//!
+//! | file | function |
+//! |---|---|
+//! | `cpu.stat` | [`parse_cpu_stat`] (by key: `core_sched.force_idle_usec` exists on some kernels) |
+//! | `memory.stat`, `memory.events`, `cgroup.stat`, `pids.events`, any flat-keyed file | [`parse_flat_keyed`] |
+//! | `memory.current`, `memory.swap.current`, `pids.current`, `memory.peak` | [`parse_u64`] |
+//! | `memory.max`, `memory.high`, `memory.swap.max`, `pids.max` (`max` = no limit) | [`parse_limit`] |
+//! | `cpu.max` (`$MAX $PERIOD`) | [`parse_cpu_max`] |
+//! | `io.stat` (nested keyed, one line per device) | [`parse_io_stat`] |
+//! | `cpu.pressure`, `memory.pressure`, `io.pressure` | [`parse_pressure`] (re-exported) |
+//! | `cgroup.procs` (one PID per line) | [`parse_pids`] |
+//!
+//! Missing is not zero: keys the kernel may or may not print are `Option`.
+
+use std::collections::HashMap;
+
+use crate::error::ParseError;
+
+pub use crate::parse::pressure::{Pressure, PressureLine, parse as parse_pressure};
+
+/// A flat-keyed file (`key value` per line), e.g. `memory.stat`, `memory.events`, `cpu.stat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlatKeyed(pub HashMap<String, u64>);
+
+impl FlatKeyed {
+    /// The value of `key`, `None` when this kernel does not print it.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.0.get(key).copied()
+    }
+
+    /// The value of `key`, or a parse error naming it.
+    pub fn require(&self, key: &str) -> Result<u64, ParseError> {
+        self.get(key)
+            .ok_or_else(|| ParseError::new(format!("missing key {key:?}")))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Parses a flat-keyed file: every non-empty line is `key value` with an unsigned integer
+/// value. A line of any other shape fails the parse (a truncated line must not pass).
+pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
+    let mut map = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(ParseError::new(format!(
+                "malformed flat-keyed line: {line:?}"
+            )));
+        };
+        let value = value.parse::<u64>().map_err(|_| {
+            ParseError::new(format!(
+                "value of {key:?} is not an unsigned integer: {value:?}"
+            ))
+        })?;
+        map.insert(key.to_owned(), value);
+    }
+    Ok(FlatKeyed(map))
+}
+
+/// `cpu.stat`. The first three keys are always printed (the core `cpu.stat`); the others only
+/// when the cpu controller is enabled for the cgroup, hence `Option`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuStat {
+    pub usage_usec: u64,
+    pub user_usec: u64,
+    pub system_usec: u64,
+    pub nr_periods: Option<u64>,
+    pub nr_throttled: Option<u64>,
+    pub throttled_usec: Option<u64>,
+    pub nr_bursts: Option<u64>,
+    pub burst_usec: Option<u64>,
+    /// Present on kernels built with core scheduling (CONFIG_SCHED_CORE), e.g. Proxmox's.
+    pub core_sched_force_idle_usec: Option<u64>,
+}
+
+/// Parses `cpu.stat` by key, never by line position.
+pub fn parse_cpu_stat(text: &str) -> Result<CpuStat, ParseError> {
+    let keys = parse_flat_keyed(text)?;
+    let required = |key: &str| {
+        keys.require(key)
+            .map_err(|e| ParseError::new(format!("cpu.stat: {e}")))
+    };
+    Ok(CpuStat {
+        usage_usec: required("usage_usec")?,
+        user_usec: required("user_usec")?,
+        system_usec: required("system_usec")?,
+        nr_periods: keys.get("nr_periods"),
+        nr_throttled: keys.get("nr_throttled"),
+        throttled_usec: keys.get("throttled_usec"),
+        nr_bursts: keys.get("nr_bursts"),
+        burst_usec: keys.get("burst_usec"),
+        core_sched_force_idle_usec: keys.get("core_sched.force_idle_usec"),
+    })
+}
+
+/// Parses a single-value file holding one unsigned integer (`memory.current`, `pids.current`).
+pub fn parse_u64(text: &str) -> Result<u64, ParseError> {
+    let value = text.trim();
+    value
+        .parse()
+        .map_err(|_| ParseError::new(format!("expected one unsigned integer, found {value:?}")))
+}
+
+/// A limit file's value: `max` means no limit, which is not a number (never report it as 0 or
+/// as `u64::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Unlimited,
+    Value(u64),
+}
+
+impl Limit {
+    /// The limit, `None` when there is none.
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Limit::Unlimited => None,
+            Limit::Value(v) => Some(v),
+        }
+    }
+}
+
+/// Parses `memory.max`, `memory.high`, `memory.swap.max`, `pids.max`: `max` or a number.
+pub fn parse_limit(text: &str) -> Result<Limit, ParseError> {
+    match text.trim() {
+        "max" => Ok(Limit::Unlimited),
+        other => parse_u64(other).map(Limit::Value),
+    }
+}
+
+/// `cpu.max`: quota and period in microseconds; a quota of `max` means no quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuMax {
+    pub quota_usec: Limit,
+    pub period_usec: u64,
+}
+
+impl CpuMax {
+    /// The quota in CPUs (quota / period), `None` when unlimited.
+    pub fn cpus(&self) -> Option<f64> {
+        match self.quota_usec {
+            Limit::Value(q) if self.period_usec > 0 => Some(q as f64 / self.period_usec as f64),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `cpu.max` (`max 100000`, `200000 100000`).
+pub fn parse_cpu_max(text: &str) -> Result<CpuMax, ParseError> {
+    let mut fields = text.split_ascii_whitespace();
+    let (Some(quota), Some(period), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(ParseError::new(format!(
+            "cpu.max: expected \"$MAX $PERIOD\", found {:?}",
+            text.trim()
+        )));
+    };
+    Ok(CpuMax {
+        quota_usec: parse_limit(quota)?,
+        period_usec: parse_u64(period)?,
+    })
+}
+
+/// One device line of `io.stat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoStatDevice {
+    pub major: u32,
+    pub minor: u32,
+    /// Integer `key=value` pairs in file order (`rbytes`, `wbytes`, `rios`, `wios`, `dbytes`,
+    /// `dios`, ...). Empty for a device line that carries no values.
+    pub counters: Vec<(String, u64)>,
+    /// Pairs whose value is not an unsigned integer, kept verbatim (iocost's
+    /// `cost.vrate=100.00`, iolatency's `depth=max`).
+    pub other: Vec<(String, String)>,
+}
+
+impl IoStatDevice {
+    /// The counter `key`, `None` when the line does not carry it.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+    }
+    pub fn rbytes(&self) -> Option<u64> {
+        self.get("rbytes")
+    }
+    pub fn wbytes(&self) -> Option<u64> {
+        self.get("wbytes")
+    }
+    pub fn rios(&self) -> Option<u64> {
+        self.get("rios")
+    }
+    pub fn wios(&self) -> Option<u64> {
+        self.get("wios")
+    }
+    /// `major:minor`, as a label value.
+    pub fn device(&self) -> String {
+        format!("{}:{}", self.major, self.minor)
+    }
+}
+
+/// Parses `io.stat`: one line per device, `MAJ:MIN key=value ...`. Devices are listed as the
+/// kernel sees them (stacked dm devices and their disks each get a line): never sum them.
+pub fn parse_io_stat(text: &str) -> Result<Vec<IoStatDevice>, ParseError> {
+    let mut devices = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bad = |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
+        let mut fields = line.split_ascii_whitespace();
+        let device = fields.next().ok_or_else(|| bad("empty"))?;
+        let (major, minor) = device
+            .split_once(':')
+            .ok_or_else(|| bad("device is not MAJ:MIN"))?;
+        let major = major.parse().map_err(|_| bad("bad major"))?;
+        let minor = minor.parse().map_err(|_| bad("bad minor"))?;
+        let mut entry = IoStatDevice {
+            major,
+            minor,
+            ..Default::default()
+        };
+        for field in fields {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| bad("field without ="))?;
+            if key.is_empty() || value.is_empty() {
+                return Err(bad("empty key or value"));
+            }
+            match value.parse::<u64>() {
+                Ok(v) => entry.counters.push((key.to_owned(), v)),
+                Err(_) => entry.other.push((key.to_owned(), value.to_owned())),
+            }
+        }
+        devices.push(entry);
+    }
+    Ok(devices)
+}
+
+/// Parses `cgroup.procs` or `cgroup.threads`: one PID per line.
+pub fn parse_pids(text: &str) -> Result<Vec<u32>, ParseError> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.trim()
+                .parse()
+                .map_err(|_| ParseError::new(format!("not a PID: {l:?}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST_CPU_STAT: &str =
+        include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/cpu.stat");
+
+    #[test]
+    fn cpu_stat_by_key_with_core_sched_line() {
+        let s = parse_cpu_stat(HOST_CPU_STAT).unwrap();
+        assert_eq!(s.usage_usec, 378565209507);
+        assert_eq!(s.user_usec, 252410106824);
+        assert_eq!(s.system_usec, 126155102683);
+        assert_eq!(s.core_sched_force_idle_usec, Some(0));
+        assert_eq!(s.nr_periods, Some(0));
+        assert_eq!(s.throttled_usec, Some(0));
+    }
+
+    #[test]
+    fn cpu_stat_order_does_not_matter_and_optional_keys_are_absent() {
+        let s = parse_cpu_stat("system_usec 3\nuser_usec 2\nusage_usec 5\n").unwrap();
+        assert_eq!((s.usage_usec, s.user_usec, s.system_usec), (5, 2, 3));
+        assert_eq!(s.nr_throttled, None);
+        assert_eq!(s.core_sched_force_idle_usec, None);
+    }
+
+    #[test]
+    fn container_cpu_stat() {
+        let s = parse_cpu_stat(include_str!(
+            "../../../fixtures/lxc-container/sys/fs/cgroup/cpu.stat"
+        ))
+        .unwrap();
+        assert_eq!(
+            (s.usage_usec, s.user_usec, s.system_usec),
+            (46090435253, 31278598398, 14811836854)
+        );
+    }
+
+    #[test]
+    fn cpu_stat_missing_keys_or_truncated_fails() {
+        let e = parse_cpu_stat("usage_usec 5\nuser_usec 2\n").unwrap_err();
+        assert!(e.0.contains("system_usec"), "{e}");
+        assert!(parse_cpu_stat("usage_usec 5\nuser_usec 2\nsystem_usec").is_err());
+        assert!(parse_cpu_stat("usage_usec 5\nuser_usec -2\nsystem_usec 1").is_err());
+        assert!(parse_cpu_stat("").is_err());
+    }
+
+    #[test]
+    fn memory_stat_fixture() {
+        let m = parse_flat_keyed(include_str!(
+            "../../../fixtures/lxc-container/sys/fs/cgroup/memory.stat"
+        ))
+        .unwrap();
+        assert_eq!(m.get("anon"), Some(284864512));
+        assert_eq!(m.get("file"), Some(920457216));
+        assert_eq!(m.get("inactive_file"), Some(491442176));
+        assert_eq!(m.get("active_file"), Some(331685888));
+        assert_eq!(m.get("no_such_key"), None);
+        assert!(m.require("no_such_key").is_err());
+        assert!(m.len() > 40);
+    }
+
+    #[test]
+    fn memory_events_fixture() {
+        let text =
+            include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/lxc/102/ns/memory.events");
+        let m = parse_flat_keyed(text).unwrap();
+        assert_eq!(m.get("oom_kill"), Some(2));
+        assert_eq!(m.get("oom"), Some(0));
+    }
+
+    #[test]
+    fn flat_keyed_rejects_malformed() {
+        assert!(parse_flat_keyed("anon 1 2\n").is_err());
+        assert!(parse_flat_keyed("anon\n").is_err());
+        assert!(parse_flat_keyed("anon x\n").is_err());
+        assert!(parse_flat_keyed("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn single_values_and_limits() {
+        assert_eq!(
+            parse_u64(include_str!(
+                "../../../fixtures/lxc-container/sys/fs/cgroup/memory.current"
+            ))
+            .unwrap(),
+            1236930560
+        );
+        assert_eq!(
+            parse_u64(include_str!(
+                "../../../fixtures/lxc-container/sys/fs/cgroup/pids.current"
+            ))
+            .unwrap(),
+            24
+        );
+        assert_eq!(
+            parse_limit(include_str!(
+                "../../../fixtures/lxc-container/sys/fs/cgroup/memory.max"
+            ))
+            .unwrap(),
+            Limit::Unlimited
+        );
+        assert_eq!(
+            parse_limit("2147483648\n").unwrap(),
+            Limit::Value(2147483648)
+        );
+        assert_eq!(
+            parse_limit("2147483648\n").unwrap().value(),
+            Some(2147483648)
+        );
+        assert_eq!(Limit::Unlimited.value(), None);
+        assert!(parse_limit("").is_err());
+        assert!(parse_limit("maximum").is_err());
+        assert!(parse_u64("12 13").is_err());
+        assert!(parse_u64("-1").is_err());
+    }
+
+    #[test]
+    fn cpu_max() {
+        let c = parse_cpu_max(include_str!(
+            "../../../fixtures/lxc-container/sys/fs/cgroup/cpu.max"
+        ))
+        .unwrap();
+        assert_eq!(
+            c,
+            CpuMax {
+                quota_usec: Limit::Unlimited,
+                period_usec: 100000
+            }
+        );
+        assert_eq!(c.cpus(), None);
+        assert_eq!(parse_cpu_max("200000 100000\n").unwrap().cpus(), Some(2.0));
+        assert!(parse_cpu_max("max").is_err());
+        assert!(parse_cpu_max("max 100000 7").is_err());
+    }
+
+    #[test]
+    fn io_stat_fixture_and_empty_device_line() {
+        let devs = parse_io_stat(include_str!(
+            "../../../fixtures/proxmox-host/sys/fs/cgroup/lxc/101/io.stat"
+        ))
+        .unwrap();
+        assert_eq!(devs.len(), 4);
+        assert_eq!(devs[0].device(), "253:7");
+        assert_eq!((devs[1].major, devs[1].minor), (8, 0));
+        assert_eq!(devs[1].rbytes(), Some(32099868672));
+        assert_eq!(devs[3].device(), "253:6");
+        assert_eq!(devs[3].wbytes(), Some(14713421824));
+        assert_eq!(devs[3].wios(), Some(1804552));
+        assert_eq!(devs[3].get("dios"), Some(0));
+
+        let devs = parse_io_stat(
+            "8:16 \n253:0 rbytes=1 wbytes=2 rios=3 wios=4 cost.vrate=100.00 depth=max\n",
+        )
+        .unwrap();
+        assert_eq!(devs.len(), 2);
+        assert!(devs[0].counters.is_empty());
+        assert_eq!(devs[0].rbytes(), None);
+        assert_eq!(devs[1].rios(), Some(3));
+        assert_eq!(
+            devs[1].other,
+            vec![
+                ("cost.vrate".to_owned(), "100.00".to_owned()),
+                ("depth".to_owned(), "max".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn io_stat_rejects_malformed() {
+        assert!(parse_io_stat("8 rbytes=1").is_err());
+        assert!(parse_io_stat("8:x rbytes=1").is_err());
+        assert!(parse_io_stat("8:0 rbytes").is_err());
+        assert!(parse_io_stat("8:0 rbytes=").is_err());
+        assert!(parse_io_stat("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn pids() {
+        assert_eq!(parse_pids("1\n52\n\n").unwrap(), vec![1, 52]);
+        assert!(parse_pids("1\nx\n").is_err());
+    }
+
+    #[test]
+    fn pressure_reexport() {
+        let p = parse_pressure(include_str!(
+            "../../../fixtures/lxc-container/sys/fs/cgroup/cpu.pressure"
+        ))
+        .unwrap();
+        assert_eq!(p.some.total_usec, 1871004556);
+        assert_eq!(p.full.map(|f| f.total_usec), Some(1288101224));
+    }
+}
