@@ -4,7 +4,11 @@
 pub mod collectors;
 pub mod config;
 pub mod encode;
+pub mod engine;
+pub mod http;
 pub mod error;
 pub mod model;
 pub mod parse;
 pub mod platform;
+pub mod promfile;
+pub mod service;

@@ -1,0 +1,317 @@
+//! The HTTP side: a plain routing function ([`route`]) that tests call without a socket, and
+//! [`serve`], which runs it on hyper 1 with a header read timeout, a header size limit, a
+//! connection limit and graceful shutdown.
+//!
+//! Endpoints: `GET /` (landing page), `GET /metrics` (the latest snapshot, pre-encoded;
+//! OpenMetrics when the scraper asks for it, gzip when it accepts it), `GET /health`,
+//! `GET /status`, `GET /collectors`, `POST /collect`. HEAD works wherever GET does.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::encode::prometheus::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::service::{App, Published};
+
+pub type Body = Full<Bytes>;
+
+/// Limits of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A client must send its complete request head within this time.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (hyper's read buffer; larger heads are rejected).
+    pub max_header_bytes: usize,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 64,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
+    text.push(b'\n');
+    respond(status, "application/json", text)
+}
+
+fn error_text(status: StatusCode, message: &str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+/// Routes one request. The body of the request is never read (no endpoint takes one).
+pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path();
+    let allowed: &'static str = match path {
+        "/" | "/metrics" | "/health" | "/status" | "/collectors" => "GET, HEAD",
+        "/collect" => "POST",
+        _ => return error_text(StatusCode::NOT_FOUND, "not found; see / for the endpoints"),
+    };
+    let is_get = method == Method::GET || method == Method::HEAD;
+    let method_ok = if allowed == "POST" { method == Method::POST } else { is_get };
+    if !method_ok {
+        let mut response = error_text(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; allowed: {allowed}"));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+        return response;
+    }
+    let mut response = match path {
+        "/" => landing(app),
+        "/metrics" => metrics(&request, app.latest()),
+        "/health" => health(app),
+        "/status" => json(StatusCode::OK, &status(app)),
+        "/collectors" => json(StatusCode::OK, &collectors(app)),
+        _ => match app.collect_now().await {
+            Ok(published) => json(StatusCode::OK, &collect_result(&published)),
+            Err(e) => error_text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        },
+    };
+    if method == Method::HEAD {
+        // Same headers as GET (Content-Length included), no body.
+        let length = response.body().size_hint_exact();
+        *response.body_mut() = Full::new(Bytes::new());
+        if let Some(length) = length {
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+    }
+    response
+}
+
+trait ExactSize {
+    fn size_hint_exact(&self) -> Option<u64>;
+}
+
+impl ExactSize for Body {
+    fn size_hint_exact(&self) -> Option<u64> {
+        hyper::body::Body::size_hint(self).exact()
+    }
+}
+
+fn wants(request_header: Option<&HeaderValue>, token: &str) -> bool {
+    request_header
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',').any(|part| {
+                let mut pieces = part.split(';');
+                let name = pieces.next().unwrap_or("").trim();
+                let refused = pieces.any(|p| {
+                    let p = p.trim();
+                    p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+                });
+                name.eq_ignore_ascii_case(token) && !refused
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn metrics<B>(request: &Request<B>, latest: Option<Arc<Published>>) -> Response<Body> {
+    let Some(published) = latest else {
+        return error_text(StatusCode::SERVICE_UNAVAILABLE, "no collection has finished yet");
+    };
+    let openmetrics = wants(request.headers().get(header::ACCEPT), "application/openmetrics-text");
+    let gzip = wants(request.headers().get(header::ACCEPT_ENCODING), "gzip");
+    let (content_type, body) = match (openmetrics, gzip) {
+        (false, false) => (TEXT_CONTENT_TYPE, published.text.clone()),
+        (false, true) => (TEXT_CONTENT_TYPE, published.text_gzip().clone()),
+        (true, false) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics().clone()),
+        (true, true) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics_gzip().clone()),
+    };
+    let mut response = respond(StatusCode::OK, content_type, body);
+    if gzip {
+        response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    response
+}
+
+/// The seed's /health fields; 503 when the last successful collection is older than twice
+/// the interval (or none has succeeded yet).
+pub fn health_value(app: &App) -> (StatusCode, serde_json::Value) {
+    let stats = app.stats();
+    let interval = app.config.collection_interval;
+    let ago = stats.last_success.map(|t| t.elapsed());
+    let fresh = ago.is_some_and(|a| a <= interval * 2);
+    let exporter_healthy = app.exporter_healthy();
+    let body = serde_json::json!({
+        "status": if fresh { "healthy" } else { "unhealthy" },
+        "last_collection_seconds_ago": ago.map(|a| a.as_secs_f64()),
+        "collection_interval": interval.as_secs(),
+        "total_collections": stats.total_collections,
+        "collection_errors": stats.collection_errors,
+        "export_format": app.config.export_format.as_str(),
+        "exporter_healthy": exporter_healthy,
+    });
+    (if fresh { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+fn health(app: &App) -> Response<Body> {
+    let (status, body) = health_value(app);
+    json(status, &body)
+}
+
+fn status(app: &App) -> serde_json::Value {
+    let stats = app.stats();
+    let (_, health) = health_value(app);
+    let collectors: Vec<serde_json::Value> = app
+        .enabled
+        .iter()
+        .map(|name| {
+            let outcome = stats.last_outcomes.iter().find(|o| o.name == *name);
+            let notes = app.notes.iter().find(|(n, _)| n == name).map(|(_, n)| n.clone()).unwrap_or_default();
+            serde_json::json!({
+                "name": name,
+                "last_duration_seconds": outcome.map(|o| o.duration_seconds),
+                "last_success": outcome.map(|o| o.success),
+                "last_error": outcome.and_then(|o| o.error.clone()),
+                "series": outcome.map(|o| o.series),
+                "notes": notes,
+            })
+        })
+        .collect();
+    let components: serde_json::Map<String, serde_json::Value> = app
+        .components
+        .iter()
+        .map(|c| (c.name().to_owned(), serde_json::json!({ "healthy": c.healthy(), "state": c.status() })))
+        .collect();
+    serde_json::json!({
+        "service": {
+            "name": "metrics-exporter",
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": app.started.elapsed().as_secs_f64(),
+        },
+        "platform": {
+            "detected": app.detection.platform,
+            "forced": app.detection.forced,
+            "evidence": app.detection.evidence,
+            "identity": *app.identity,
+            "identity_sources": app.identity_sources,
+        },
+        "collection": {
+            "interval_seconds": app.config.collection_interval.as_secs(),
+            "total_collections": stats.total_collections,
+            "collection_errors": stats.collection_errors,
+            "last_duration_seconds": stats.last_duration_seconds,
+            "health": health,
+        },
+        "collectors": collectors,
+        "exporter": {
+            "format": app.config.export_format.as_str(),
+            "healthy": app.exporter_healthy(),
+            "components": components,
+        },
+        "config": app.config,
+    })
+}
+
+fn collectors(app: &App) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = app
+        .catalogue
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "description": c.description,
+                "enabled": app.enabled.contains(&c.name),
+                "default_on": c.platforms.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "platform": app.detection.platform, "collectors": list })
+}
+
+fn collect_result(published: &Published) -> serde_json::Value {
+    let c = &published.collection;
+    serde_json::json!({
+        "sequence": c.snapshot.sequence,
+        "duration_seconds": c.duration.as_secs_f64(),
+        "series": c.snapshot.series_count(),
+        "collectors": c.outcomes,
+    })
+}
+
+fn landing(app: &App) -> Response<Body> {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>metrics-exporter</title></head>\n<body>\n\
+         <h1>metrics-exporter {version}</h1>\n<p>Platform: {platform}; host: {host}</p>\n<ul>\n\
+         <li><a href=\"/metrics\">/metrics</a>: Prometheus text</li>\n<li><a href=\"/health\">/health</a></li>\n\
+         <li><a href=\"/status\">/status</a></li>\n<li><a href=\"/collectors\">/collectors</a></li>\n\
+         <li>POST /collect: collect now</li>\n</ul>\n</body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        platform = app.detection.platform.as_str(),
+        host = escape(&app.identity.host_name),
+    );
+    respond(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// Serves until `shutdown` turns true, then stops accepting, lets requests in flight finish
+/// (bounded by `limits.shutdown_grace`) and returns.
+pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Some(limits.header_read_timeout))
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closes"),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let app = Arc::clone(&app);
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(route(request, &app).await) }
+        });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the shutdown grace period; closing them");
+    }
+}

@@ -1,0 +1,265 @@
+//! The running service: the one collection loop and the state the HTTP side reads.
+//!
+//! The loop owns the [`Engine`]; it collects on every interval tick and whenever POST /collect
+//! asks, runs the collection on a blocking thread, encodes the snapshot once, publishes it
+//! through a `watch` channel and writes PROMETHEUS_FILE. Requests that arrive while a
+//! collection is in flight join it: they are answered with its result, so concurrent
+//! requests never cause concurrent collections. Readers never touch /proc or the collectors.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::collectors::CollectorInfo;
+use crate::config::Config;
+use crate::encode::prometheus::{encode_openmetrics, encode_text};
+use crate::engine::{Collection, CollectorOutcome, Engine};
+use crate::model::Identity;
+use crate::platform::{Detection, IdentitySources};
+use crate::promfile::FileOutput;
+
+/// A published collection with its encodings, computed at most once each.
+#[derive(Debug)]
+pub struct Published {
+    pub collection: Collection,
+    pub text: Bytes,
+    openmetrics: OnceLock<Bytes>,
+    text_gzip: OnceLock<Bytes>,
+    openmetrics_gzip: OnceLock<Bytes>,
+}
+
+impl Published {
+    pub fn new(collection: Collection) -> Self {
+        let text = Bytes::from(encode_text(&collection.snapshot));
+        Published {
+            collection,
+            text,
+            openmetrics: OnceLock::new(),
+            text_gzip: OnceLock::new(),
+            openmetrics_gzip: OnceLock::new(),
+        }
+    }
+
+    pub fn openmetrics(&self) -> &Bytes {
+        self.openmetrics.get_or_init(|| Bytes::from(encode_openmetrics(&self.collection.snapshot)))
+    }
+
+    pub fn text_gzip(&self) -> &Bytes {
+        self.text_gzip.get_or_init(|| gzip(&self.text))
+    }
+
+    pub fn openmetrics_gzip(&self) -> &Bytes {
+        self.openmetrics_gzip.get_or_init(|| gzip(self.openmetrics()))
+    }
+}
+
+fn gzip(data: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    encoder.write_all(data).expect("writing to a Vec cannot fail");
+    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+}
+
+/// An output or accelerator that reports its health and state (file, OTLP, eBPF).
+pub trait Component: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Whether it currently works; `None` when health does not apply (informational only).
+    fn healthy(&self) -> Option<bool>;
+    fn status(&self) -> serde_json::Value;
+}
+
+impl Component for FileOutput {
+    fn name(&self) -> &'static str {
+        "prometheus_file"
+    }
+    fn healthy(&self) -> Option<bool> {
+        Some(self.state().healthy)
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "path": self.path, "state": self.state() })
+    }
+}
+
+/// Counters about collections, updated by the loop.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub total_collections: u64,
+    /// Collections in which at least one collector failed.
+    pub collection_errors: u64,
+    #[serde(skip)]
+    pub last_collection: Option<Instant>,
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
+    pub last_duration_seconds: Option<f64>,
+    pub last_outcomes: Vec<CollectorOutcome>,
+}
+
+/// Everything the HTTP side reads. Built once at start.
+pub struct App {
+    pub config: Config,
+    pub detection: Detection,
+    pub identity: Arc<Identity>,
+    pub identity_sources: IdentitySources,
+    pub catalogue: &'static [CollectorInfo],
+    pub enabled: Vec<&'static str>,
+    pub notes: Vec<(&'static str, Vec<String>)>,
+    pub components: Vec<Arc<dyn Component>>,
+    pub started: Instant,
+    pub stats: Mutex<Stats>,
+    latest: watch::Receiver<Option<Arc<Published>>>,
+    requests: mpsc::Sender<oneshot::Sender<Arc<Published>>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("enabled", &self.enabled).finish_non_exhaustive()
+    }
+}
+
+/// Why POST /collect could not be answered.
+#[derive(Debug, thiserror::Error)]
+#[error("the collection loop is not running")]
+pub struct LoopGone;
+
+impl App {
+    /// The latest published collection, if any.
+    pub fn latest(&self) -> Option<Arc<Published>> {
+        self.latest.borrow().clone()
+    }
+
+    /// Asks the loop for a collection and waits for it (joining one in flight).
+    pub async fn collect_now(&self) -> Result<Arc<Published>, LoopGone> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(tx).await.map_err(|_| LoopGone)?;
+        rx.await.map_err(|_| LoopGone)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// True when every component that has a health says healthy.
+    pub fn exporter_healthy(&self) -> bool {
+        self.components.iter().all(|c| c.healthy() != Some(false))
+    }
+}
+
+/// The loop's handles, created with the App.
+#[derive(Debug)]
+pub struct LoopHandles {
+    publisher: watch::Sender<Option<Arc<Published>>>,
+    requests: mpsc::Receiver<oneshot::Sender<Arc<Published>>>,
+}
+
+/// Static facts the App is built from.
+#[derive(Debug)]
+pub struct AppParts {
+    pub config: Config,
+    pub detection: Detection,
+    pub identity: Arc<Identity>,
+    pub identity_sources: IdentitySources,
+    pub catalogue: &'static [CollectorInfo],
+    pub enabled: Vec<&'static str>,
+    pub notes: Vec<(&'static str, Vec<String>)>,
+}
+
+pub fn new_app(parts: AppParts, components: Vec<Arc<dyn Component>>) -> (Arc<App>, LoopHandles) {
+    let (publisher, latest) = watch::channel(None);
+    let (request_tx, requests) = mpsc::channel(1024);
+    let app = Arc::new(App {
+        config: parts.config,
+        detection: parts.detection,
+        identity: parts.identity,
+        identity_sources: parts.identity_sources,
+        catalogue: parts.catalogue,
+        enabled: parts.enabled,
+        notes: parts.notes,
+        components,
+        started: Instant::now(),
+        stats: Mutex::new(Stats::default()),
+        latest,
+        requests: request_tx,
+    });
+    (app, LoopHandles { publisher, requests })
+}
+
+/// Subscribes to published collections (for the OTLP pusher).
+pub fn subscribe(handles: &LoopHandles) -> watch::Receiver<Option<Arc<Published>>> {
+    handles.publisher.subscribe()
+}
+
+/// Runs collections until `shutdown` turns true. Returns the engine (for tests).
+pub async fn run_loop(
+    mut engine: Engine,
+    app: Arc<App>,
+    handles: LoopHandles,
+    file: Option<Arc<FileOutput>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Engine {
+    let LoopHandles { publisher, mut requests } = handles;
+    let mut ticker = tokio::time::interval(app.config.collection_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut waiters = Vec::new();
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Some(waiter) = requests.recv() => waiters.push(waiter),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        let started = Instant::now();
+        let file_for_task = file.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let collection = engine.collect();
+            let published = Arc::new(Published::new(collection));
+            if let Some(file) = file_for_task {
+                file.write(&published.text);
+            }
+            (engine, published)
+        })
+        .await;
+        let (returned, published) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                // The engine isolates collectors, so this is a bug in the engine itself.
+                tracing::error!(error = %e, "collection task failed; the collection loop stops");
+                return std::future::pending().await;
+            }
+        };
+        engine = returned;
+        {
+            let mut stats = app.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.total_collections += 1;
+            if published.collection.outcomes.iter().any(|o| !o.success) {
+                stats.collection_errors += 1;
+            }
+            stats.last_collection = Some(started);
+            if published.collection.any_success() {
+                stats.last_success = Some(started);
+            }
+            stats.last_duration_seconds = Some(published.collection.duration.as_secs_f64());
+            stats.last_outcomes = published.collection.outcomes.clone();
+        }
+        tracing::debug!(
+            sequence = published.collection.snapshot.sequence,
+            series = published.collection.snapshot.series_count(),
+            seconds = published.collection.duration.as_secs_f64(),
+            "collection finished"
+        );
+        publisher.send_replace(Some(Arc::clone(&published)));
+        for waiter in waiters {
+            let _ = waiter.send(Arc::clone(&published));
+        }
+        // Requests that arrived during the collection join it rather than start another.
+        while let Ok(waiter) = requests.try_recv() {
+            let _ = waiter.send(Arc::clone(&published));
+        }
+    }
+    engine
+}
+
+/// Seconds since the Unix epoch of a `SystemTime`.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+}
