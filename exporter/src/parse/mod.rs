@@ -5,3 +5,6 @@ pub mod mountinfo;
 pub mod cgroup;
 pub mod netdev;
 pub mod pressure;
+pub mod loadavg;
+pub mod meminfo;
+pub mod stat;
