@@ -11,25 +11,73 @@ use std::time::Duration;
 
 /// Every variable the exporter reads: (name, default, accepted values / meaning).
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("EXPORT_FORMAT", "prometheus", "prometheus, otlp, or both as prometheus,otlp"),
-    ("PROMETHEUS_FILE", "(unset: no file)", "path of a .prom file rewritten atomically after every collection; its directory must exist"),
-    ("OTEL_ENDPOINT", "localhost:4317", "OTLP gRPC collector as host:port (a http:// or https:// scheme is accepted)"),
+    (
+        "EXPORT_FORMAT",
+        "prometheus",
+        "prometheus, otlp, or both as prometheus,otlp",
+    ),
+    (
+        "PROMETHEUS_FILE",
+        "(unset: no file)",
+        "path of a .prom file rewritten atomically after every collection; its directory must exist",
+    ),
+    (
+        "OTEL_ENDPOINT",
+        "localhost:4317",
+        "OTLP gRPC collector as host:port (a http:// or https:// scheme is accepted)",
+    ),
     ("OTEL_SERVICE_NAME", "metrics-exporter", "OpenTelemetry service.name"),
-    ("OTEL_SERVICE_VERSION", "(this build's version)", "OpenTelemetry service.version"),
+    (
+        "OTEL_SERVICE_VERSION",
+        "(this build's version)",
+        "OpenTelemetry service.version",
+    ),
     ("OTEL_INSECURE", "true", "true or false: plain-text gRPC instead of TLS"),
-    ("COLLECTION_INTERVAL", "30", "seconds between collections, an integer from 1 to 3600"),
+    (
+        "COLLECTION_INTERVAL",
+        "30",
+        "seconds between collections, an integer from 1 to 3600",
+    ),
     ("METRICS_PORT", "9100", "TCP port of the HTTP server, 1 to 65535"),
-    ("LISTEN_ADDRESS", "0.0.0.0", "IPv4 or IPv6 address the HTTP server binds (:: for every address)"),
-    ("ENABLED_COLLECTORS", "(every collector that applies to the platform)", "comma-separated collector names (see /collectors)"),
-    ("LOG_LEVEL", "info", "trace, debug, info, warn (warning), error (critical); any case"),
+    (
+        "LISTEN_ADDRESS",
+        "0.0.0.0",
+        "IPv4 or IPv6 address the HTTP server binds (:: for every address)",
+    ),
+    (
+        "ENABLED_COLLECTORS",
+        "(every collector that applies to the platform)",
+        "comma-separated collector names (see /collectors)",
+    ),
+    (
+        "LOG_LEVEL",
+        "info",
+        "trace, debug, info, warn (warning), error (critical); any case",
+    ),
     ("LOG_FORMAT", "json", "json or text"),
-    ("INSTANCE_ID", "(host_name:container_id)", "the instance identifier exported in metrics_exporter_instance_info"),
-    ("SERVICE_INSTANCE_ID", "(INSTANCE_ID)", "OpenTelemetry service.instance.id"),
-    ("CONTAINER_ID", "(derived from the rootfs volume name inside LXC)", "the container_id label; set it where it cannot be derived"),
+    (
+        "INSTANCE_ID",
+        "(host_name:container_id)",
+        "the instance identifier exported in metrics_exporter_instance_info",
+    ),
+    (
+        "SERVICE_INSTANCE_ID",
+        "(INSTANCE_ID)",
+        "OpenTelemetry service.instance.id",
+    ),
+    (
+        "CONTAINER_ID",
+        "(derived from the rootfs volume name inside LXC)",
+        "the container_id label; set it where it cannot be derived",
+    ),
     ("PLATFORM", "auto", "auto, proxmox, lxc or host"),
     ("PROC_PATH", "/proc", "where procfs is mounted"),
     ("SYS_PATH", "/sys", "where sysfs is mounted"),
-    ("CGROUP_PATH", "(the cgroup2 mount in $PROC_PATH/self/mountinfo)", "root of the cgroup2 hierarchy"),
+    (
+        "CGROUP_PATH",
+        "(the cgroup2 mount in $PROC_PATH/self/mountinfo)",
+        "root of the cgroup2 hierarchy",
+    ),
     ("PVE_PATH", "/etc/pve", "the Proxmox cluster filesystem"),
     ("EBPF", "auto", "auto, on or off"),
 ];
@@ -82,7 +130,11 @@ pub struct ConfigError {
 }
 
 fn invalid(variable: &str, value: &str, accepted: impl Into<String>) -> ConfigError {
-    ConfigError { variable: variable.into(), value: value.into(), accepted: accepted.into() }
+    ConfigError {
+        variable: variable.into(),
+        value: value.into(),
+        accepted: accepted.into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -171,8 +223,7 @@ fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 pub const OTLP_AVAILABLE: bool = false;
 
 /// Names accepted in ENABLED_COLLECTORS, with the seed's spellings as aliases.
-pub const COLLECTOR_ALIASES: &[(&str, &str)] =
-    &[("disk", "filesystem"), ("processes", "process"), ("net", "network")];
+pub const COLLECTOR_ALIASES: &[(&str, &str)] = &[("disk", "filesystem"), ("processes", "process"), ("net", "network")];
 
 /// Validates raw variables against the catalogue of collector names.
 pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, ConfigError> {
@@ -181,14 +232,20 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
     }
 
     let export_format = match trimmed(&raw.export_format) {
-        None => ExportFormat { prometheus: true, otlp: false },
+        None => ExportFormat {
+            prometheus: true,
+            otlp: false,
+        },
         Some(v) => {
             let accepted = if OTLP_AVAILABLE {
                 "prometheus, otlp, prometheus,otlp"
             } else {
                 "prometheus (otlp is not available in this version)"
             };
-            let mut format = ExportFormat { prometheus: false, otlp: false };
+            let mut format = ExportFormat {
+                prometheus: false,
+                otlp: false,
+            };
             for part in v.split(',').map(|p| p.trim().to_ascii_lowercase()) {
                 match part.as_str() {
                     "prometheus" => format.prometheus = true,
@@ -201,14 +258,14 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
     };
 
     let prometheus_file = trimmed(&raw.prometheus_file).map(PathBuf::from);
-    if let Some(path) = &prometheus_file {
-        if path.file_name().is_none() || path.is_dir() {
-            return Err(invalid(
-                "PROMETHEUS_FILE",
-                &path.display().to_string(),
-                "a file path (not a directory)",
-            ));
-        }
+    if let Some(path) = &prometheus_file
+        && (path.file_name().is_none() || path.is_dir())
+    {
+        return Err(invalid(
+            "PROMETHEUS_FILE",
+            &path.display().to_string(),
+            "a file path (not a directory)",
+        ));
     }
 
     let insecure = match trimmed(&raw.otel_insecure) {
@@ -229,7 +286,13 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
         None => Duration::from_secs(30),
         Some(v) => match v.parse::<u64>() {
             Ok(n @ 1..=3600) => Duration::from_secs(n),
-            _ => return Err(invalid("COLLECTION_INTERVAL", v, "an integer number of seconds from 1 to 3600")),
+            _ => {
+                return Err(invalid(
+                    "COLLECTION_INTERVAL",
+                    v,
+                    "an integer number of seconds from 1 to 3600",
+                ));
+            }
         },
     };
 
@@ -247,7 +310,13 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<IpAddr>()
-            .map_err(|_| invalid("LISTEN_ADDRESS", v, "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1, :: or ::1"))?,
+            .map_err(|_| {
+                invalid(
+                    "LISTEN_ADDRESS",
+                    v,
+                    "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1, :: or ::1",
+                )
+            })?,
     };
 
     let enabled_collectors = match trimmed(&raw.enabled_collectors) {
@@ -272,11 +341,7 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
                     names.push(canonical.to_owned());
                 }
             }
-            if names.is_empty() {
-                None
-            } else {
-                Some(names)
-            }
+            if names.is_empty() { None } else { Some(names) }
         }
     };
 
@@ -299,7 +364,13 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
     let log_format = match trimmed(&raw.log_format).map(str::to_ascii_lowercase).as_deref() {
         None | Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
-        Some(_) => return Err(invalid("LOG_FORMAT", trimmed(&raw.log_format).unwrap_or_default(), "json or text")),
+        Some(_) => {
+            return Err(invalid(
+                "LOG_FORMAT",
+                trimmed(&raw.log_format).unwrap_or_default(),
+                "json or text",
+            ));
+        }
     };
 
     let platform = match trimmed(&raw.platform).map(str::to_ascii_lowercase).as_deref() {
@@ -308,7 +379,11 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
         Some("lxc") => PlatformChoice::Lxc,
         Some("host") => PlatformChoice::Host,
         Some(_) => {
-            return Err(invalid("PLATFORM", trimmed(&raw.platform).unwrap_or_default(), "auto, proxmox, lxc or host"));
+            return Err(invalid(
+                "PLATFORM",
+                trimmed(&raw.platform).unwrap_or_default(),
+                "auto, proxmox, lxc or host",
+            ));
         }
     };
 
@@ -316,7 +391,13 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
         None | Some("auto") => EbpfMode::Auto,
         Some("on" | "true" | "1") => EbpfMode::On,
         Some("off" | "false" | "0") => EbpfMode::Off,
-        Some(_) => return Err(invalid("EBPF", trimmed(&raw.ebpf).unwrap_or_default(), "auto, on or off")),
+        Some(_) => {
+            return Err(invalid(
+                "EBPF",
+                trimmed(&raw.ebpf).unwrap_or_default(),
+                "auto, on or off",
+            ));
+        }
     };
 
     let path = |variable: &str, value: &Option<String>, default: &str| -> Result<PathBuf, ConfigError> {
@@ -484,11 +565,27 @@ mod tests {
         // Every field of RawConfig is documented once: the table drives --help and README.
         let names: Vec<_> = VARIABLES.iter().map(|v| v.0).collect();
         for field in [
-            "EXPORT_FORMAT", "PROMETHEUS_FILE", "OTEL_ENDPOINT", "OTEL_SERVICE_NAME",
-            "OTEL_SERVICE_VERSION", "OTEL_INSECURE", "COLLECTION_INTERVAL", "METRICS_PORT",
-            "LISTEN_ADDRESS", "ENABLED_COLLECTORS", "LOG_LEVEL", "LOG_FORMAT", "INSTANCE_ID",
-            "SERVICE_INSTANCE_ID", "CONTAINER_ID", "PLATFORM", "PROC_PATH", "SYS_PATH",
-            "CGROUP_PATH", "PVE_PATH", "EBPF",
+            "EXPORT_FORMAT",
+            "PROMETHEUS_FILE",
+            "OTEL_ENDPOINT",
+            "OTEL_SERVICE_NAME",
+            "OTEL_SERVICE_VERSION",
+            "OTEL_INSECURE",
+            "COLLECTION_INTERVAL",
+            "METRICS_PORT",
+            "LISTEN_ADDRESS",
+            "ENABLED_COLLECTORS",
+            "LOG_LEVEL",
+            "LOG_FORMAT",
+            "INSTANCE_ID",
+            "SERVICE_INSTANCE_ID",
+            "CONTAINER_ID",
+            "PLATFORM",
+            "PROC_PATH",
+            "SYS_PATH",
+            "CGROUP_PATH",
+            "PVE_PATH",
+            "EBPF",
         ] {
             assert_eq!(names.iter().filter(|n| **n == field).count(), 1, "{field}");
         }

@@ -92,7 +92,11 @@ static PROCESS_CPU: MetricDesc = MetricDesc {
     unit: Unit::Seconds,
     labels: &[],
     scope: Scope::Node,
-    otel: Some(crate::model::OtelName { name: "process.cpu.time", attributes: &[], fixed: &[] }),
+    otel: Some(crate::model::OtelName {
+        name: "process.cpu.time",
+        attributes: &[],
+        fixed: &[],
+    }),
 };
 static PROCESS_RSS: MetricDesc = MetricDesc {
     name: "process_resident_memory_bytes",
@@ -101,7 +105,11 @@ static PROCESS_RSS: MetricDesc = MetricDesc {
     unit: Unit::Bytes,
     labels: &[],
     scope: Scope::Node,
-    otel: Some(crate::model::OtelName { name: "process.memory.usage", attributes: &[], fixed: &[] }),
+    otel: Some(crate::model::OtelName {
+        name: "process.memory.usage",
+        attributes: &[],
+        fixed: &[],
+    }),
 };
 static PROCESS_FDS: MetricDesc = MetricDesc {
     name: "process_open_fds",
@@ -171,7 +179,10 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.collectors.iter().map(|c| c.name()).collect();
-        f.debug_struct("Engine").field("collectors", &names).field("sequence", &self.sequence).finish()
+        f.debug_struct("Engine")
+            .field("collectors", &names)
+            .field("sequence", &self.sequence)
+            .finish()
     }
 }
 
@@ -260,11 +271,18 @@ impl Engine {
         }
         for outcome in &outcomes {
             out.push(&COLLECTOR_DURATION, [outcome.name], outcome.duration_seconds);
-            out.push(&COLLECTOR_SUCCESS, [outcome.name], if outcome.success { 1.0 } else { 0.0 });
+            out.push(
+                &COLLECTOR_SUCCESS,
+                [outcome.name],
+                if outcome.success { 1.0 } else { 0.0 },
+            );
         }
         out.push(&COLLECTIONS, [] as [&str; 0], self.sequence as f64);
         out.push(&COLLECTION_ERRORS, [] as [&str; 0], self.errors_total as f64);
-        let unix = timestamp.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let unix = timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         out.push(&LAST_COLLECTION, [] as [&str; 0], unix);
         out.push(
             &BUILD_INFO,
@@ -279,25 +297,30 @@ impl Engine {
         let duration = started.elapsed();
         out.push(&COLLECTION_DURATION, [] as [&str; 0], duration.as_secs_f64());
         let snapshot = Arc::new(out.finish(Arc::clone(&self.identity), timestamp, self.sequence));
-        Collection { snapshot, outcomes, duration }
+        Collection {
+            snapshot,
+            outcomes,
+            duration,
+        }
     }
 
     /// The exporter's own CPU, RSS, fds and start time. A value that cannot be read is absent.
     fn add_process_metrics(&self, out: &mut SnapshotBuilder) {
         let none = [] as [&str; 0];
-        if let Ok(stat) = std::fs::read_to_string(self.proc_self.join("stat")) {
-            if let Some(p) = parse_self_stat(&stat) {
-                let ticks = clock_ticks();
-                out.push(&PROCESS_CPU, none, (p.utime + p.stime) as f64 / ticks);
-                if let Some(boot) = boot_time(&self.proc_self) {
-                    out.push(&PROCESS_START, none, boot + p.starttime as f64 / ticks);
-                }
+        let stat = std::fs::read_to_string(self.proc_self.join("stat")).ok();
+        if let Some(p) = stat.as_deref().and_then(parse_self_stat) {
+            let ticks = clock_ticks();
+            out.push(&PROCESS_CPU, none, (p.utime + p.stime) as f64 / ticks);
+            if let Some(boot) = boot_time(&self.proc_self) {
+                out.push(&PROCESS_START, none, boot + p.starttime as f64 / ticks);
             }
         }
-        if let Ok(statm) = std::fs::read_to_string(self.proc_self.join("statm")) {
-            if let Some(resident) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
-                out.push(&PROCESS_RSS, none, (resident * page_size()) as f64);
-            }
+        let statm = std::fs::read_to_string(self.proc_self.join("statm")).ok();
+        if let Some(resident) = statm
+            .as_deref()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            out.push(&PROCESS_RSS, none, (resident * page_size()) as f64);
         }
         if let Ok(entries) = std::fs::read_dir(self.proc_self.join("fd")) {
             out.push(&PROCESS_FDS, none, entries.count() as f64);
@@ -340,7 +363,9 @@ fn page_size() -> u64 {
 
 fn boot_time(proc_self: &std::path::Path) -> Option<f64> {
     let stat = std::fs::read_to_string(proc_self.parent()?.join("stat")).ok()?;
-    stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -364,7 +389,9 @@ mod tests {
             "failing"
         }
         fn collect(&mut self, _: &mut SnapshotBuilder) -> Result<(), CollectError> {
-            Err(CollectError::Vanished { path: "/proc/gone".into() })
+            Err(CollectError::Vanished {
+                path: "/proc/gone".into(),
+            })
         }
     }
     struct Panicking;
@@ -388,7 +415,10 @@ mod tests {
         assert!(c.any_success());
         let by_name = |n: &str| c.outcomes.iter().find(|o| o.name == n).unwrap().clone();
         assert!(!by_name("failing").success);
-        assert_eq!(by_name("failing").error.as_deref(), Some("/proc/gone: vanished while being read"));
+        assert_eq!(
+            by_name("failing").error.as_deref(),
+            Some("/proc/gone: vanished while being read")
+        );
         assert_eq!(by_name("panicking").error.as_deref(), Some("panicked: boom"));
         assert!(by_name("fixed").success);
         let errors = c.snapshot.family("metrics_exporter_collection_errors_total").unwrap();
@@ -402,18 +432,32 @@ mod tests {
         let mut engine = Engine::new(Vec::new(), Arc::default(), "/proc".into(), "host");
         let c = engine.collect();
         let rss = c.snapshot.family("process_resident_memory_bytes").unwrap();
-        let crate::model::Value::Number(rss) = rss.samples[0].value else { panic!() };
+        let crate::model::Value::Number(rss) = rss.samples[0].value else {
+            panic!()
+        };
         assert!(rss > 1e6, "rss {rss}");
         let start = c.snapshot.family("process_start_time_seconds").unwrap();
-        let crate::model::Value::Number(start) = start.samples[0].value else { panic!() };
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+        let crate::model::Value::Number(start) = start.samples[0].value else {
+            panic!()
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         assert!(start <= now + 1.0 && start > now - 3600.0, "start {start} now {now}");
     }
 
     #[test]
     fn self_stat_with_parentheses_in_comm() {
         let line = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15 16 17 18 999 20";
-        assert_eq!(parse_self_stat(line), Some(SelfStat { utime: 111, stime: 222, starttime: 999 }));
+        assert_eq!(
+            parse_self_stat(line),
+            Some(SelfStat {
+                utime: 111,
+                stime: 222,
+                starttime: 999
+            })
+        );
         assert_eq!(parse_self_stat("garbage"), None);
     }
 }

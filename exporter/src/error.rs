@@ -23,14 +23,22 @@ impl CollectError {
         let gone = source.kind() == std::io::ErrorKind::NotFound
             || matches!(source.raw_os_error(), Some(libc::ENODEV) | Some(libc::ESRCH));
         if gone {
-            CollectError::Vanished { path: path.to_path_buf() }
+            CollectError::Vanished {
+                path: path.to_path_buf(),
+            }
         } else {
-            CollectError::Io { path: path.to_path_buf(), source }
+            CollectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 
     pub fn parse(path: &Path, error: impl std::fmt::Display) -> Self {
-        CollectError::Parse { path: path.to_path_buf(), message: error.to_string() }
+        CollectError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        }
     }
 
     pub fn is_vanished(&self) -> bool {
@@ -64,10 +72,7 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, CollectError> {
 }
 
 /// Reads and parses in one step, attaching the path to a parse error.
-pub fn read_parsed<T>(
-    path: &Path,
-    parse: impl FnOnce(&str) -> Result<T, ParseError>,
-) -> Result<T, CollectError> {
+pub fn read_parsed<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, ParseError>) -> Result<T, CollectError> {
     let text = read_text(path)?;
     parse(&text).map_err(|e| CollectError::parse(path, e))
 }

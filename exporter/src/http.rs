@@ -49,7 +49,9 @@ impl Default for Limits {
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -73,10 +75,19 @@ pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
         _ => return error_text(StatusCode::NOT_FOUND, "not found; see / for the endpoints"),
     };
     let is_get = method == Method::GET || method == Method::HEAD;
-    let method_ok = if allowed == "POST" { method == Method::POST } else { is_get };
+    let method_ok = if allowed == "POST" {
+        method == Method::POST
+    } else {
+        is_get
+    };
     if !method_ok {
-        let mut response = error_text(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; allowed: {allowed}"));
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+        let mut response = error_text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method not allowed; allowed: {allowed}"),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allowed));
         return response;
     }
     let mut response = match path {
@@ -95,7 +106,9 @@ pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
         let length = response.body().size_hint_exact();
         *response.body_mut() = Full::new(Bytes::new());
         if let Some(length) = length {
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
     }
     response
@@ -142,9 +155,13 @@ fn metrics<B>(request: &Request<B>, latest: Option<Arc<Published>>) -> Response<
     };
     let mut response = respond(StatusCode::OK, content_type, body);
     if gzip {
-        response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     response
 }
 
@@ -165,7 +182,14 @@ pub fn health_value(app: &App) -> (StatusCode, serde_json::Value) {
         "export_format": app.config.export_format.as_str(),
         "exporter_healthy": exporter_healthy,
     });
-    (if fresh { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+    (
+        if fresh {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
 }
 
 fn health(app: &App) -> Response<Body> {
@@ -181,7 +205,12 @@ fn status(app: &App) -> serde_json::Value {
         .iter()
         .map(|name| {
             let outcome = stats.last_outcomes.iter().find(|o| o.name == *name);
-            let notes = app.notes.iter().find(|(n, _)| n == name).map(|(_, n)| n.clone()).unwrap_or_default();
+            let notes = app
+                .notes
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
             serde_json::json!({
                 "name": name,
                 "last_duration_seconds": outcome.map(|o| o.duration_seconds),
@@ -195,7 +224,12 @@ fn status(app: &App) -> serde_json::Value {
     let components: serde_json::Map<String, serde_json::Value> = app
         .components
         .iter()
-        .map(|c| (c.name().to_owned(), serde_json::json!({ "healthy": c.healthy(), "state": c.status() })))
+        .map(|c| {
+            (
+                c.name().to_owned(),
+                serde_json::json!({ "healthy": c.healthy(), "state": c.status() }),
+            )
+        })
         .collect();
     serde_json::json!({
         "service": {
@@ -282,7 +316,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closes"),
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = crate::service::stopped(&mut shutdown) => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -294,7 +328,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = crate::service::stopped(&mut shutdown) => break,
         };
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -311,7 +345,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after the shutdown grace period; closing them");
     }
 }

@@ -1,1 +1,104 @@
-fn main() {}
+//! The `metrics-exporter` binary: command line, exit statuses, and the tokio runtime.
+
+use std::process::ExitCode;
+
+use metrics_exporter::config::{RawConfig, VARIABLES, validate};
+use metrics_exporter::{collectors, run};
+
+enum Mode {
+    Serve,
+    Once,
+    CheckConfig,
+}
+
+fn help() -> String {
+    let mut text = String::from(
+        "metrics-exporter: Prometheus and OTLP metrics for Proxmox VE hosts, LXC containers and Linux hosts\n\n\
+         Usage: metrics-exporter [--once | --check-config | --version | --help]\n\n\
+         (no argument)   serve /metrics, /health, /status, /collectors and POST /collect\n\
+         --once          run one collection and print it as Prometheus text\n\
+         --check-config  print the effective configuration and the detected platform as JSON\n\
+         --version       print the version\n\n\
+         Configuration is read from the environment:\n\n",
+    );
+    for (name, default, accepted) in VARIABLES {
+        text.push_str(&format!("  {name}\n      default: {default}\n      {accepted}\n"));
+    }
+    text.push_str(&format!("\nCollectors: {}\n", collectors::names().join(", ")));
+    text
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Mode::Serve,
+        ["--once"] => Mode::Once,
+        ["--check-config"] => Mode::CheckConfig,
+        ["--version" | "-V"] => {
+            println!("metrics-exporter {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        ["--help" | "-h"] => {
+            print!("{}", help());
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("metrics-exporter: unknown arguments {args:?}; see --help");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match RawConfig::from_env().and_then(|raw| validate(&raw, &collectors::names())) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("metrics-exporter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    run::init_logging(&config);
+    let prepared = match run::prepare(config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("metrics-exporter: {e:#}");
+            let is_config = e.downcast_ref::<run::StartupConfigError>().is_some();
+            return ExitCode::from(if is_config { 2 } else { 1 });
+        }
+    };
+    match mode {
+        Mode::CheckConfig => {
+            let report = run::check_config_report(&prepared);
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Mode::Once => {
+            let (text, any_success) = run::once(prepared);
+            print!("{text}");
+            if any_success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Mode::Serve => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(8)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("metrics-exporter: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(run::serve(prepared)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "metrics-exporter failed");
+                    eprintln!("metrics-exporter: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

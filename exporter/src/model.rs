@@ -125,10 +125,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity label pairs, in exposition order; an unknown container id is left out
+    /// The identity label pairs, in exposition order; an unknown value is left out
     /// (an empty label value is the same as an absent label to Prometheus anyway).
     pub fn labels(&self) -> Vec<(&'static str, LabelValue)> {
-        let mut labels = vec![("host_name", LabelValue::from(self.host_name.as_str()))];
+        let mut labels = Vec::with_capacity(2);
+        if !self.host_name.is_empty() {
+            labels.push(("host_name", LabelValue::from(self.host_name.as_str())));
+        }
         if let Some(id) = &self.container_id {
             labels.push(("container_id", LabelValue::from(id.as_str())));
         }
@@ -176,7 +179,10 @@ impl SnapshotBuilder {
         let next = self.families.len();
         let slot = *self.index.entry(desc.name).or_insert(next);
         if slot == next {
-            self.families.push(Family { desc, samples: Vec::new() });
+            self.families.push(Family {
+                desc,
+                samples: Vec::new(),
+            });
         }
         &mut self.families[slot]
     }
@@ -220,7 +226,12 @@ impl SnapshotBuilder {
 
     pub fn finish(self, identity: Arc<Identity>, timestamp: SystemTime, sequence: u64) -> Snapshot {
         let families = self.families.into_iter().filter(|f| !f.samples.is_empty()).collect();
-        Snapshot { families, identity, timestamp, sequence }
+        Snapshot {
+            families,
+            identity,
+            timestamp,
+            sequence,
+        }
     }
 }
 

@@ -50,7 +50,10 @@ pub struct Detection {
 
 /// The filesystem root that `proc_path` belongs to (`/proc` -> `/`, `<tree>/proc` -> `<tree>`).
 pub fn root_of(proc_path: &Path) -> PathBuf {
-    proc_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+    proc_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Reads the exporter's own mount table; an unreadable table is an empty one (and evidence).
@@ -84,7 +87,11 @@ impl Default for Observations {
 
 impl Default for Detection {
     fn default() -> Self {
-        Detection { platform: Platform::Host, forced: false, evidence: Vec::new() }
+        Detection {
+            platform: Platform::Host,
+            forced: false,
+            evidence: Vec::new(),
+        }
     }
 }
 
@@ -199,10 +206,13 @@ pub fn decide(obs: &Observations, choice: PlatformChoice) -> Detection {
 
     if obs.pve_version_exists || obs.pve_members_exists {
         proxmox = true;
-        let files: Vec<&str> = [(obs.pve_version_exists, ".version"), (obs.pve_members_exists, ".members")]
-            .into_iter()
-            .filter_map(|(exists, name)| exists.then_some(name))
-            .collect();
+        let files: Vec<&str> = [
+            (obs.pve_version_exists, ".version"),
+            (obs.pve_members_exists, ".members"),
+        ]
+        .into_iter()
+        .filter_map(|(exists, name)| exists.then_some(name))
+        .collect();
         evidence.push(Evidence {
             source: obs.pve_path.clone(),
             finding: format!("{} present", files.join(" and ")),
@@ -226,11 +236,19 @@ pub fn decide(obs: &Observations, choice: PlatformChoice) -> Detection {
     if let Some(platform) = forced {
         evidence.push(Evidence {
             source: "PLATFORM".into(),
-            finding: format!("forced to {} (the evidence alone says {})", platform.as_str(), detected.as_str()),
+            finding: format!(
+                "forced to {} (the evidence alone says {})",
+                platform.as_str(),
+                detected.as_str()
+            ),
             indicates: Some(platform),
         });
     }
-    Detection { platform: forced.unwrap_or(detected), forced: forced.is_some(), evidence }
+    Detection {
+        platform: forced.unwrap_or(detected),
+        forced: forced.is_some(),
+        evidence,
+    }
 }
 
 /// The cgroup2 mount point from the mount table, resolved under the tree `proc_path` belongs to
@@ -293,11 +311,7 @@ pub struct IdentitySources {
 
 /// Derives host name, container id and instance. Never guesses: an underivable container id
 /// stays `None` and the reason is returned for /status.
-pub fn identity(
-    config: &Config,
-    platform: Platform,
-    mounts: &[Mount],
-) -> (Identity, IdentitySources) {
+pub fn identity(config: &Config, platform: Platform, mounts: &[Mount]) -> (Identity, IdentitySources) {
     let hostname_path = config.proc_path.join("sys/kernel/hostname");
     let (host_name, host_source) = match std::fs::read_to_string(&hostname_path) {
         Ok(name) if !name.trim().is_empty() => (name.trim().to_owned(), hostname_path.display().to_string()),
@@ -329,8 +343,15 @@ pub fn identity(
         (None, None) => host_name.clone(),
     };
     (
-        Identity { host_name, container_id, instance },
-        IdentitySources { host_name: host_source, container_id: id_source },
+        Identity {
+            host_name,
+            container_id,
+            instance,
+        },
+        IdentitySources {
+            host_name: host_source,
+            container_id: id_source,
+        },
     )
 }
 
@@ -340,8 +361,14 @@ mod tests {
 
     #[test]
     fn vmid_from_proxmox_volume_names() {
-        assert_eq!(vmid_from_volume("/dev/mapper/pve-vm--101--disk--0").as_deref(), Some("101"));
-        assert_eq!(vmid_from_volume("/dev/mapper/my--vg-vm--7--disk--12").as_deref(), Some("7"));
+        assert_eq!(
+            vmid_from_volume("/dev/mapper/pve-vm--101--disk--0").as_deref(),
+            Some("101")
+        );
+        assert_eq!(
+            vmid_from_volume("/dev/mapper/my--vg-vm--7--disk--12").as_deref(),
+            Some("7")
+        );
         assert_eq!(vmid_from_volume("rpool/data/subvol-104-disk-0").as_deref(), Some("104"));
         assert_eq!(vmid_from_volume("/dev/loop0"), None);
         assert_eq!(vmid_from_volume("/dev/mapper/pve-root"), None);
@@ -367,14 +394,21 @@ mod tests {
         let findings: Vec<_> = d.evidence.iter().map(|e| e.finding.as_str()).collect();
         assert!(findings.contains(&"container=lxc"), "{findings:?}");
         assert!(findings.contains(&"lxc"), "{findings:?}");
-        assert!(findings.iter().any(|f| f.starts_with("lxcfs mounted over /proc/")), "{findings:?}");
+        assert!(
+            findings.iter().any(|f| f.starts_with("lxcfs mounted over /proc/")),
+            "{findings:?}"
+        );
     }
 
     #[test]
     fn detects_the_host_fixture_as_proxmox() {
         let d = decide(&fixture_obs("proxmox-host"), PlatformChoice::Auto);
         assert_eq!(d.platform, Platform::Proxmox);
-        assert!(d.evidence.iter().any(|e| e.finding.starts_with("pmxcfs")), "{:?}", d.evidence);
+        assert!(
+            d.evidence.iter().any(|e| e.finding.starts_with("pmxcfs")),
+            "{:?}",
+            d.evidence
+        );
     }
 
     #[test]

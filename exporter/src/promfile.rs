@@ -42,7 +42,10 @@ fn directory_of(path: &Path) -> PathBuf {
 /// Writes `contents` to `path` atomically.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FileError> {
     let dir = directory_of(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // A dot-file name: the textfile collector only reads `*.prom`, so it never picks this up.
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let err = |p: &Path| {
@@ -52,7 +55,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FileError> {
     let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(err(&tmp))?;
         file.write_all(contents).map_err(err(&tmp))?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err(&tmp))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(err(&tmp))?;
         file.sync_all().map_err(err(&tmp))?;
         std::fs::rename(&tmp, path).map_err(err(path))?;
         // The rename is durable only once the directory entry is.
@@ -91,7 +95,13 @@ pub struct FileState {
 
 impl FileOutput {
     pub fn new(path: PathBuf) -> Self {
-        FileOutput { path, state: Mutex::new(FileState { healthy: true, ..Default::default() }) }
+        FileOutput {
+            path,
+            state: Mutex::new(FileState {
+                healthy: true,
+                ..Default::default()
+            }),
+        }
     }
 
     /// Writes and records the outcome; a failure is logged once per change of state.
@@ -144,7 +154,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("metrics.prom")]);
     }
 

@@ -44,7 +44,8 @@ impl Published {
     }
 
     pub fn openmetrics(&self) -> &Bytes {
-        self.openmetrics.get_or_init(|| Bytes::from(encode_openmetrics(&self.collection.snapshot)))
+        self.openmetrics
+            .get_or_init(|| Bytes::from(encode_openmetrics(&self.collection.snapshot)))
     }
 
     pub fn text_gzip(&self) -> &Bytes {
@@ -114,7 +115,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("enabled", &self.enabled).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
     }
 }
 
@@ -198,7 +201,10 @@ pub async fn run_loop(
     file: Option<Arc<FileOutput>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Engine {
-    let LoopHandles { publisher, mut requests } = handles;
+    let LoopHandles {
+        publisher,
+        mut requests,
+    } = handles;
     let mut ticker = tokio::time::interval(app.config.collection_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -206,7 +212,7 @@ pub async fn run_loop(
         tokio::select! {
             _ = ticker.tick() => {}
             Some(waiter) = requests.recv() => waiters.push(waiter),
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = crate::service::stopped(&mut shutdown) => break,
         }
         let started = Instant::now();
         let file_for_task = file.clone();
@@ -259,7 +265,15 @@ pub async fn run_loop(
     engine
 }
 
+/// Resolves once the shutdown flag is true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard returned by wait_for is dropped here, so callers stay Send.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
 /// Seconds since the Unix epoch of a `SystemTime`.
 pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
 }

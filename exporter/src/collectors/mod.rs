@@ -54,13 +54,41 @@ use crate::platform::Platform::{Host, Lxc, Proxmox};
 
 /// Every collector this build has.
 pub const CATALOGUE: &[CollectorInfo] = &[
-    CollectorInfo { name: "cpu", description: "CPU time per mode (host: /proc/stat; container: the cgroup's cpu.stat)", platforms: &[Host, Proxmox, Lxc] },
-    CollectorInfo { name: "load", description: "load averages from /proc/loadavg (absent in a container: lxcfs shows the host's)", platforms: &[Host, Proxmox] },
-    CollectorInfo { name: "memory", description: "memory and swap from /proc/meminfo (lxcfs-virtualized in a container)", platforms: &[Host, Proxmox, Lxc] },
-    CollectorInfo { name: "filesystem", description: "filesystem size, free and available bytes from mountinfo and statvfs", platforms: &[Host, Proxmox, Lxc] },
-    CollectorInfo { name: "network", description: "interface counters of the exporter's network namespace from /proc/net/dev", platforms: &[Host, Proxmox, Lxc] },
-    CollectorInfo { name: "pressure", description: "pressure stall time (host: /proc/pressure; container: the cgroup's *.pressure)", platforms: &[Host, Proxmox, Lxc] },
-    CollectorInfo { name: "process", description: "process and thread counts (container: its cgroup subtree)", platforms: &[Host, Proxmox, Lxc] },
+    CollectorInfo {
+        name: "cpu",
+        description: "CPU time per mode (host: /proc/stat; container: the cgroup's cpu.stat)",
+        platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "load",
+        description: "load averages from /proc/loadavg (absent in a container: lxcfs shows the host's)",
+        platforms: &[Host, Proxmox],
+    },
+    CollectorInfo {
+        name: "memory",
+        description: "memory and swap from /proc/meminfo (lxcfs-virtualized in a container)",
+        platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "filesystem",
+        description: "filesystem size, free and available bytes from mountinfo and statvfs",
+        platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "network",
+        description: "interface counters of the exporter's network namespace from /proc/net/dev",
+        platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "pressure",
+        description: "pressure stall time (host: /proc/pressure; container: the cgroup's *.pressure)",
+        platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "process",
+        description: "process and thread counts (container: its cgroup subtree)",
+        platforms: &[Host, Proxmox, Lxc],
+    },
 ];
 
 /// Names accepted in ENABLED_COLLECTORS.
@@ -70,5 +98,14 @@ pub fn names() -> Vec<&'static str> {
 
 /// The collectors that run by default on `platform`.
 pub fn defaults_for(platform: crate::platform::Platform) -> Vec<&'static str> {
-    CATALOGUE.iter().filter(|c| c.platforms.contains(&platform)).map(|c| c.name).collect()
+    CATALOGUE
+        .iter()
+        .filter(|c| c.platforms.contains(&platform))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Builds the collector called `name` for this environment.
+pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
+    node::create(name, env)
 }

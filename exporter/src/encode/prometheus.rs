@@ -24,8 +24,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 pub fn encode_text(snapshot: &Arc<Snapshot>) -> String {
     let mut out = String::with_capacity(snapshot.series_count() * 96 + 1024);
     let registry = registry_for(snapshot);
-    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-        .expect("writing to a String cannot fail");
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
@@ -33,8 +32,7 @@ pub fn encode_text(snapshot: &Arc<Snapshot>) -> String {
 pub fn encode_openmetrics(snapshot: &Arc<Snapshot>) -> String {
     let mut out = String::with_capacity(snapshot.series_count() * 96 + 1024);
     let registry = registry_for(snapshot);
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
@@ -86,16 +84,25 @@ impl Collector for SnapshotCollector {
                 Kind::Info => MetricType::Info,
                 Kind::Histogram => MetricType::Histogram,
             };
-            let identity: &[(&'static str, LabelValue)] =
-                if family.desc.scope == Scope::Node { &identity } else { &[] };
+            let identity: &[(&'static str, LabelValue)] = if family.desc.scope == Scope::Node {
+                &identity
+            } else {
+                &[]
+            };
             let mut metric = encoder.encode_descriptor(base_name(family), family.desc.help, None, metric_type)?;
             for sample in &family.samples {
-                let labels = SeriesLabels { identity, names: family.desc.labels, values: &sample.labels };
+                let labels = SeriesLabels {
+                    identity,
+                    names: family.desc.labels,
+                    values: &sample.labels,
+                };
                 match (&sample.value, family.desc.kind) {
                     (_, Kind::Info) => metric.encode_info(&labels)?,
-                    (Value::Number(v), Kind::Counter) => metric
-                        .encode_family(&labels)?
-                        .encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(&v.max(0.0), None)?,
+                    (Value::Number(v), Kind::Counter) => {
+                        metric
+                            .encode_family(&labels)?
+                            .encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(&v.max(0.0), None)?
+                    }
                     (Value::Number(v), _) => metric.encode_family(&labels)?.encode_gauge(v)?,
                     (Value::Histogram(h), _) => {
                         // Our buckets are cumulative; prometheus-client wants per-bucket counts.
@@ -109,9 +116,11 @@ impl Collector for SnapshotCollector {
                                 (bound, delta)
                             })
                             .collect();
-                        metric.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                            h.sum, h.count, &buckets, None,
-                        )?
+                        metric
+                            .encode_family(&labels)?
+                            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                                h.sum, h.count, &buckets, None,
+                            )?
                     }
                 }
             }
@@ -172,16 +181,26 @@ mod tests {
         b.push_value(
             &LATENCY,
             ["101"],
-            Value::Histogram(Box::new(Histogram { buckets: vec![(1e-6, 3), (2e-6, 5)], sum: 0.5, count: 7 })),
+            Value::Histogram(Box::new(Histogram {
+                buckets: vec![(1e-6, 3), (2e-6, 5)],
+                sum: 0.5,
+                count: 7,
+            })),
         );
-        let identity = Identity { host_name: "web".into(), container_id: Some("101".into()), instance: "web:101".into() };
+        let identity = Identity {
+            host_name: "web".into(),
+            container_id: Some("101".into()),
+            instance: "web:101".into(),
+        };
         Arc::new(b.finish(Arc::new(identity), SystemTime::UNIX_EPOCH, 1))
     }
 
     /// Compares with `exporter/tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites the file
     /// (review the diff before committing it).
     fn check_golden(name: &str, text: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, text).unwrap();
         }
@@ -226,6 +245,9 @@ mod tests {
         b.push(&ODD_HELP, [] as [&str; 0], 1.0);
         let snap = Arc::new(b.finish(Arc::default(), SystemTime::UNIX_EPOCH, 1));
         let text = encode_text(&snap);
-        assert!(text.starts_with("# HELP test_odd_help A backslash \\\\ and\\na newline.\n"), "{text}");
+        assert!(
+            text.starts_with("# HELP test_odd_help A backslash \\\\ and\\na newline.\n"),
+            "{text}"
+        );
     }
 }

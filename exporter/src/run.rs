@@ -1,0 +1,224 @@
+//! Start-up and the service's lifetime: configuration is validated, the platform detected,
+//! collectors built, then either one collection (`--once`), a configuration report
+//! (`--check-config`), or the service (collection loop + HTTP server until SIGTERM/SIGINT).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::collectors::{self, Collector, Environment};
+use crate::config::{Config, EbpfMode, LogFormat};
+use crate::engine::Engine;
+use crate::model::Identity;
+use crate::platform::{self, Detection, IdentitySources, Platform};
+use crate::promfile::{self, FileOutput};
+use crate::service::{self, AppParts, Component};
+
+/// An error that is the user's configuration: reported as one line, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupConfigError(pub String);
+
+/// Everything decided before collecting.
+pub struct Prepared {
+    pub config: Config,
+    pub detection: Detection,
+    pub identity: Arc<Identity>,
+    pub identity_sources: IdentitySources,
+    pub environment: Environment,
+    pub enabled: Vec<&'static str>,
+    pub engine: Engine,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the tracing subscriber: JSON lines (default) or text, on stderr.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Detects the platform and builds the collectors.
+pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    if let Some(path) = &config.prometheus_file {
+        promfile::check_target(path).map_err(|e| {
+            StartupConfigError(format!(
+                "invalid PROMETHEUS_FILE={:?}: its directory is unusable: {e}",
+                path.display().to_string()
+            ))
+        })?;
+    }
+    let observations = platform::observe(&config);
+    let detection = platform::decide(&observations, config.platform);
+    let mounts = observations.mounts.clone().unwrap_or_default();
+    let cgroup_path: Option<PathBuf> = match &config.cgroup_path {
+        Some(path) => {
+            if !path.is_dir() {
+                return Err(StartupConfigError(format!(
+                    "invalid CGROUP_PATH={:?}: accepted values: an existing directory (the cgroup2 mount)",
+                    path.display().to_string()
+                ))
+                .into());
+            }
+            Some(path.clone())
+        }
+        None => platform::cgroup2_mount(&mounts, &config.proc_path),
+    };
+    let (identity, identity_sources) = platform::identity(&config, detection.platform, &mounts);
+    let identity = Arc::new(identity);
+    let environment = Environment {
+        platform: detection.platform,
+        proc_path: config.proc_path.clone(),
+        sys_path: config.sys_path.clone(),
+        root_path: platform::root_of(&config.proc_path),
+        cgroup_path,
+        pve_path: config.pve_path.clone(),
+        mounts,
+    };
+    if config.ebpf == EbpfMode::On {
+        return Err(StartupConfigError(
+            "invalid EBPF=\"on\": accepted values: auto or off (this build has no eBPF programs)".into(),
+        )
+        .into());
+    }
+    let enabled: Vec<&'static str> = match &config.enabled_collectors {
+        Some(names) => collectors::names()
+            .into_iter()
+            .filter(|n| names.iter().any(|m| m == n))
+            .collect(),
+        None => collectors::defaults_for(detection.platform),
+    };
+    let mut built: Vec<Box<dyn Collector>> = Vec::new();
+    for name in &enabled {
+        match collectors::create(name, &environment) {
+            Some(collector) => built.push(collector),
+            None => anyhow::bail!("collector {name} is in the catalogue but has no implementation"),
+        }
+    }
+    let mut engine = Engine::new(
+        built,
+        Arc::clone(&identity),
+        config.proc_path.clone(),
+        detection.platform.as_str(),
+    );
+    engine.set_ebpf_label("no");
+    Ok(Prepared {
+        config,
+        detection,
+        identity,
+        identity_sources,
+        environment,
+        enabled,
+        engine,
+    })
+}
+
+/// `--check-config`: the effective configuration and the detection with its evidence.
+pub fn check_config_report(prepared: &Prepared) -> serde_json::Value {
+    serde_json::json!({
+        "config": prepared.config,
+        "platform": prepared.detection,
+        "identity": *prepared.identity,
+        "identity_sources": prepared.identity_sources,
+        "cgroup_path": prepared.environment.cgroup_path,
+        "enabled_collectors": prepared.enabled,
+    })
+}
+
+/// `--once`: one collection as Prometheus text; `Ok(false)` when every collector failed.
+pub fn once(mut prepared: Prepared) -> (String, bool) {
+    let collection = prepared.engine.collect();
+    let text = crate::encode::prometheus::encode_text(&collection.snapshot);
+    (text, collection.any_success())
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        detection,
+        identity,
+        identity_sources,
+        enabled,
+        mut engine,
+        ..
+    } = prepared;
+    let address = std::net::SocketAddr::new(config.listen_address, config.metrics_port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (LISTEN_ADDRESS, METRICS_PORT)"))?;
+    let mut components: Vec<Arc<dyn Component>> = Vec::new();
+    let file = config
+        .prometheus_file
+        .clone()
+        .map(|path| Arc::new(FileOutput::new(path)));
+    if let Some(file) = &file {
+        components.push(Arc::clone(file) as Arc<dyn Component>);
+        engine.add_self_metrics(Arc::clone(file) as Arc<dyn crate::engine::SelfMetrics>);
+    }
+    let notes = engine.notes();
+    let platform: Platform = detection.platform;
+    let parts = AppParts {
+        config,
+        detection,
+        identity,
+        identity_sources,
+        catalogue: collectors::CATALOGUE,
+        enabled,
+        notes,
+    };
+    let (app, handles) = service::new_app(parts, components);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tracing::info!(
+        %address,
+        platform = platform.as_str(),
+        collectors = ?app.enabled,
+        interval_seconds = app.config.collection_interval.as_secs(),
+        "metrics-exporter started"
+    );
+    let collection_loop = tokio::spawn(service::run_loop(
+        engine,
+        Arc::clone(&app),
+        handles,
+        file,
+        stop_rx.clone(),
+    ));
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        Arc::clone(&app),
+        crate::http::Limits::default(),
+        stop_rx,
+    ));
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = collection_loop.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

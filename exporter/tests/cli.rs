@@ -1,0 +1,199 @@
+//! The binary's command line and start-up: --version, --help, --check-config, --once over the
+//! LXC fixture (every value of fixtures/lxc-container/expected.md), and exit status 2 with one
+//! clear line for every invalid variable.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run metrics-exporter")
+}
+
+fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+    env
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("metrics-exporter {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (name, default, _) in metrics_exporter::config::VARIABLES {
+        assert!(help.contains(name), "--help lacks {name}");
+        assert!(
+            help.contains(&format!("default: {default}")),
+            "--help lacks the default of {name}"
+        );
+    }
+    let out = run(&["--bogus"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_invalid_variable_exits_2_with_one_line() {
+    let cases = [
+        ("COLLECTION_INTERVAL", "0"),
+        ("METRICS_PORT", "http"),
+        ("LISTEN_ADDRESS", "example"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "yaml"),
+        ("PLATFORM", "windows"),
+        ("EBPF", "sometimes"),
+        ("ENABLED_COLLECTORS", "memory,nonsense"),
+        ("PROC_PATH", "relative/proc"),
+        ("OTEL_INSECURE", "kinda"),
+        ("EXPORT_FORMAT", "statsd"),
+    ];
+    for (variable, value) in cases {
+        let out = run(&["--once"], &[(variable.to_string(), value.to_string())]);
+        assert_eq!(out.status.code(), Some(2), "{variable}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{variable}: {stderr}");
+        assert!(stderr.contains(&format!("invalid {variable}={value:?}")), "{stderr}");
+        assert!(stderr.contains("accepted values: "), "{stderr}");
+    }
+    // An unknown collector lists the valid ones.
+    let out = run(&["--once"], &[("ENABLED_COLLECTORS".into(), "gpu".into())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in metrics_exporter::collectors::names() {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+#[test]
+fn otlp_is_rejected_until_it_exists() {
+    if metrics_exporter::config::OTLP_AVAILABLE {
+        return;
+    }
+    let out = run(&["--once"], &[("EXPORT_FORMAT".into(), "otlp".into())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("otlp is not available"));
+}
+
+#[test]
+fn prometheus_file_in_a_missing_directory_is_a_start_up_error() {
+    let env = vec![(
+        "PROMETHEUS_FILE".to_string(),
+        "/nonexistent-dir-xyz/metrics.prom".to_string(),
+    )];
+    let out = run(&["--once"], &env);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid PROMETHEUS_FILE=") && stderr.contains("/nonexistent-dir-xyz"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_platform_and_evidence() {
+    let env = with(fixture_env("lxc-container", "auto"), "ENABLED_COLLECTORS", "memory");
+    let out = run(&["--check-config"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["platform"]["platform"], "lxc-container");
+    assert_eq!(report["platform"]["forced"], false);
+    let findings: Vec<String> = report["platform"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["finding"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(findings.contains(&"container=lxc".to_string()), "{findings:?}");
+    assert_eq!(report["identity"]["host_name"], "web");
+    assert_eq!(report["identity"]["container_id"], "101");
+    assert_eq!(report["identity"]["instance"], "web:101");
+    assert_eq!(report["config"]["collection_interval"], 30);
+    assert_eq!(report["enabled_collectors"], serde_json::json!(["memory"]));
+
+    let forced = run(&["--check-config"], &with(env, "PLATFORM", "host"));
+    let report: serde_json::Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_eq!(report["platform"]["platform"], "host");
+    assert_eq!(report["platform"]["forced"], true);
+}
+
+#[test]
+fn once_over_the_container_fixture_reproduces_expected_values() {
+    let out = run(&["--once"], &fixture_env("lxc-container", "lxc"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = parse_exposition(&text);
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        value(&series, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing:\n{text}"))
+    };
+    // Identity labels on node series, instance in its own info series.
+    let memory = series.iter().find(|s| s.0 == "node_memory_total_bytes").unwrap();
+    assert_eq!(memory.1.get("host_name").map(String::as_str), Some("web"));
+    assert_eq!(memory.1.get("container_id").map(String::as_str), Some("101"));
+    assert!(!memory.1.contains_key("instance"));
+    assert_eq!(v("metrics_exporter_instance_info", &[("instance", "web:101")]), 1.0);
+
+    assert_eq!(v("node_memory_total_bytes", &[]), 2147483648.0);
+    assert_eq!(v("node_memory_available_bytes", &[]), 1733681152.0);
+    assert_eq!(v("node_memory_free_bytes", &[]), 910553088.0);
+    assert_eq!(v("node_memory_usage_bytes", &[]), 413802496.0);
+    assert_eq!(v("node_cpu_seconds_total", &[("mode", "user")]), 31278.598398);
+    assert_eq!(v("node_cpu_seconds_total", &[("mode", "system")]), 14811.836854);
+    assert_eq!(value(&series, "node_cpu_seconds_total", &[("mode", "idle")]), None);
+    assert_eq!(v("node_processes", &[]), 20.0);
+    assert_eq!(v("node_processes_threads", &[]), 24.0);
+    assert_eq!(
+        v("node_network_receive_bytes_total", &[("device", "eth0")]),
+        27908331540.0
+    );
+    assert_eq!(
+        v("node_network_transmit_bytes_total", &[("device", "eth0")]),
+        318442907166.0
+    );
+    assert_eq!(
+        v("node_network_receive_packets_total", &[("device", "eth1")]),
+        10337902.0
+    );
+    assert_eq!(v("node_network_transmit_packets_total", &[("device", "lo")]), 2201447.0);
+    for absent in ["node_load1", "node_load5", "node_load15"] {
+        assert!(
+            !names(&series).contains(absent),
+            "{absent} must be absent in a container"
+        );
+    }
+    // Host values never leak: the host's MemTotal and /proc/stat are not in the output.
+    assert!(!text.contains("16694292480"));
+}
+
+#[test]
+fn once_fails_when_every_collector_fails() {
+    let env = vec![
+        ("PROC_PATH".to_string(), "/nonexistent-proc".to_string()),
+        ("PLATFORM".to_string(), "host".to_string()),
+        ("ENABLED_COLLECTORS".to_string(), "memory,load".to_string()),
+        ("EBPF".to_string(), "off".to_string()),
+    ];
+    let out = run(&["--once"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = parse_exposition(&text);
+    assert_eq!(
+        value(
+            &series,
+            "metrics_exporter_collector_success",
+            &[("collector", "memory")]
+        ),
+        Some(0.0)
+    );
+}

@@ -1,0 +1,302 @@
+//! Shared test support: the binary under test, fixture paths, a raw HTTP/1.1 client (so that
+//! tests control every byte: slow clients, oversized heads), a parser of the exposition text,
+//! and the rule for tests that need privileges (in CI a missing capability fails the test).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_metrics-exporter"))
+}
+
+pub fn fixture(tree: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(tree)
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the test may run. Outside CI a missing privilege skips loudly; in CI it fails.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if in_ci() {
+        panic!("this test needs {what}, which CI must provide");
+    }
+    eprintln!("SKIPPED (not in CI): this test needs {what}");
+    false
+}
+
+pub fn require_command(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    require(&format!("the command {program}"), found)
+}
+
+/// An unused loopback port (bound then released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Environment that points every path at a fixture tree.
+pub fn fixture_env(tree: &str, platform: &str) -> Vec<(String, String)> {
+    let root = fixture(tree);
+    vec![
+        ("PLATFORM".into(), platform.into()),
+        ("PROC_PATH".into(), root.join("proc").display().to_string()),
+        ("SYS_PATH".into(), root.join("sys").display().to_string()),
+        ("CGROUP_PATH".into(), root.join("sys/fs/cgroup").display().to_string()),
+        ("PVE_PATH".into(), root.join("etc/pve").display().to_string()),
+        ("EBPF".into(), "off".into()),
+        ("LOG_LEVEL".into(), "warn".into()),
+    ]
+}
+
+/// A running exporter, killed on drop.
+pub struct Exporter {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl Exporter {
+    /// Starts the binary serving on a free loopback port and waits until /metrics answers 200.
+    pub fn start(env: &[(String, String)]) -> Exporter {
+        Self::start_with(Command::new(binary()), env)
+    }
+
+    /// Like `start`, with a prepared command (e.g. wrapped in `unshare`).
+    pub fn start_with(mut command: Command, env: &[(String, String)]) -> Exporter {
+        let port = free_port();
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("METRICS_PORT", port.to_string())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("start metrics-exporter");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut exporter = Exporter { child, address };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = exporter.child.try_wait() {
+                let mut stderr = String::new();
+                exporter.child.stderr.take().unwrap().read_to_string(&mut stderr).ok();
+                panic!("exporter exited early with {status}: {stderr}");
+            }
+            if get(address, "/metrics").is_ok_and(|r| r.status == 200) {
+                return exporter;
+            }
+            assert!(Instant::now() < deadline, "exporter did not serve /metrics within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(self.address, path).unwrap()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill with a valid pid and signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "exporter did not exit within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut text).ok();
+        }
+        text
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends raw request bytes and reads one response (Connection: close).
+pub fn raw(address: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
+    let mut buffer = Vec::new();
+    stream.read_to_end(&mut buffer)?;
+    parse_response(&buffer)
+}
+
+pub fn parse_response(buffer: &[u8]) -> std::io::Result<Response> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed response");
+    let split = buffer.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = std::str::from_utf8(&buffer[..split]).map_err(|_| bad())?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: buffer[split + 4..].to_vec(),
+    })
+}
+
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (k, v) in extra_headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        text.push_str("Content-Length: 0\r\n");
+    }
+    text.push_str("\r\n");
+    raw(address, text.as_bytes())
+}
+
+pub fn get(address: SocketAddr, path: &str) -> std::io::Result<Response> {
+    request(address, "GET", path, &[])
+}
+
+/// One series of the exposition text: name, labels, value.
+pub type Series = (String, BTreeMap<String, String>, f64);
+
+/// Parses Prometheus text 0.0.4 (sample lines only), unescaping label values.
+pub fn parse_exposition(text: &str) -> Vec<Series> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (name_end, labels, rest) = match line.find('{') {
+            Some(open) => {
+                let mut labels = BTreeMap::new();
+                let bytes: Vec<char> = line[open + 1..].chars().collect();
+                let mut i = 0;
+                loop {
+                    if bytes[i] == '}' {
+                        i += 1;
+                        break;
+                    }
+                    let key_start = i;
+                    while bytes[i] != '=' {
+                        i += 1;
+                    }
+                    let key: String = bytes[key_start..i].iter().collect();
+                    i += 2; // ="
+                    let mut value = String::new();
+                    while bytes[i] != '"' {
+                        if bytes[i] == '\\' {
+                            i += 1;
+                            value.push(match bytes[i] {
+                                'n' => '\n',
+                                c => c,
+                            });
+                        } else {
+                            value.push(bytes[i]);
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                    if bytes[i] == ',' {
+                        i += 1;
+                    }
+                    labels.insert(key, value);
+                }
+                let consumed: String = bytes[..i].iter().collect();
+                (open, labels, line[open + 1 + consumed.len()..].trim().to_owned())
+            }
+            None => {
+                let space = line.find(' ').unwrap();
+                (space, BTreeMap::new(), line[space..].trim().to_owned())
+            }
+        };
+        let value = rest.split(' ').next().unwrap();
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        out.push((line[..name_end].to_owned(), labels, value));
+    }
+    out
+}
+
+/// The value of the one series with `name` whose labels include all of `labels`.
+pub fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<&Series> = series
+        .iter()
+        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} matches {} series",
+        matching.len()
+    );
+    matching.first().map(|s| s.2)
+}
+
+pub fn names(series: &[Series]) -> std::collections::BTreeSet<String> {
+    series.iter().map(|s| s.0.clone()).collect()
+}

@@ -1,0 +1,392 @@
+//! The HTTP side, in process (router without a socket; hyper server with small limits) and
+//! through the binary: routing, HEAD, 404/405, negotiation, gzip, limits, slow clients,
+//! graceful shutdown and coalesced POST /collect.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use metrics_exporter::collectors::{CATALOGUE, Collector};
+use metrics_exporter::config::{RawConfig, validate};
+use metrics_exporter::engine::Engine;
+use metrics_exporter::error::CollectError;
+use metrics_exporter::http::{Limits, route};
+use metrics_exporter::model::{Kind, MetricDesc, Scope, SnapshotBuilder, Unit};
+use metrics_exporter::platform::{Detection, IdentitySources};
+use metrics_exporter::service::{self, App, AppParts};
+use tokio::sync::watch;
+
+static RUNS: MetricDesc = MetricDesc {
+    name: "test_collector_runs_total",
+    help: "Times the test collector ran.",
+    kind: Kind::Counter,
+    unit: Unit::Count("{run}"),
+    labels: &["path"],
+    scope: Scope::Node,
+    otel: None,
+};
+
+/// A collector that counts its runs and takes `delay` (to make collections overlap requests).
+struct Slow {
+    delay: Duration,
+    runs: Arc<AtomicU64>,
+}
+
+impl Collector for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
+        std::thread::sleep(self.delay);
+        let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        out.push(&RUNS, ["/srv/www data \"quoted\" back\\slash"], n as f64);
+        Ok(())
+    }
+}
+
+struct Harness {
+    app: Arc<App>,
+    runs: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    loop_task: tokio::task::JoinHandle<Engine>,
+}
+
+async fn harness(delay: Duration) -> Harness {
+    let config = validate(&RawConfig::default(), &["memory"]).unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let slow = Slow {
+        delay,
+        runs: Arc::clone(&runs),
+    };
+    let engine = Engine::new(vec![Box::new(slow)], Arc::default(), "/proc".into(), "host");
+    let parts = AppParts {
+        config,
+        detection: Detection::default(),
+        identity: Arc::default(),
+        identity_sources: IdentitySources {
+            host_name: "test".into(),
+            container_id: "test".into(),
+        },
+        catalogue: CATALOGUE,
+        enabled: vec!["memory"],
+        notes: Vec::new(),
+    };
+    let (app, handles) = service::new_app(parts, Vec::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let loop_task = tokio::spawn(service::run_loop(engine, Arc::clone(&app), handles, None, stop_rx));
+    // The first tick collects at once; wait for it.
+    while app.latest().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Harness {
+        app,
+        runs,
+        stop,
+        loop_task,
+    }
+}
+
+fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> hyper::Request<()> {
+    let mut builder = hyper::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+async fn body_of(response: hyper::Response<metrics_exporter::http::Body>) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    response.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn router_statuses_methods_and_head() {
+    let h = harness(Duration::ZERO).await;
+    let app = &h.app;
+    assert_eq!(route(req("GET", "/nope", &[]), app).await.status(), 404);
+    let r = route(req("DELETE", "/metrics", &[]), app).await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    let r = route(req("GET", "/collect", &[]), app).await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    for path in ["/", "/metrics", "/health", "/status", "/collectors"] {
+        let get = route(req("GET", path, &[]), app).await;
+        assert_eq!(get.status(), 200, "{path}");
+        let get_type = get.headers()["content-type"].clone();
+        let get_len = body_of(get).await.len();
+        let head = route(req("HEAD", path, &[]), app).await;
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(head.headers()["content-type"], get_type, "{path}");
+        let head_len: usize = head.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        if path == "/health" || path == "/status" {
+            // Their bodies carry elapsed times, whose printed length may differ by a digit.
+            assert!(head_len.abs_diff(get_len) < 8, "{path}: {head_len} vs {get_len}");
+        } else {
+            assert_eq!(head_len, get_len, "{path}");
+        }
+        assert!(body_of(head).await.is_empty(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_negotiates_openmetrics_and_gzip() {
+    let h = harness(Duration::ZERO).await;
+    let plain = route(req("GET", "/metrics", &[]), &h.app).await;
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let plain = String::from_utf8(body_of(plain).await).unwrap();
+    assert!(
+        plain.contains(r#"test_collector_runs_total{path="/srv/www data \"quoted\" back\\slash"} 1.0"#),
+        "{plain}"
+    );
+
+    let zipped = route(req("GET", "/metrics", &[("accept-encoding", "br, gzip;q=0.8")]), &h.app).await;
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&body_of(zipped).await[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+
+    let refused = route(req("GET", "/metrics", &[("accept-encoding", "gzip;q=0")]), &h.app).await;
+    assert!(refused.headers().get("content-encoding").is_none());
+
+    let om = route(
+        req(
+            "GET",
+            "/metrics",
+            &[(
+                "accept",
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4",
+            )],
+        ),
+        &h.app,
+    )
+    .await;
+    assert_eq!(
+        om.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = String::from_utf8(body_of(om).await).unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+}
+
+#[tokio::test]
+async fn health_and_status_carry_the_seed_fields() {
+    let h = harness(Duration::ZERO).await;
+    let health: serde_json::Value =
+        serde_json::from_slice(&body_of(route(req("GET", "/health", &[]), &h.app).await).await).unwrap();
+    for field in [
+        "status",
+        "last_collection_seconds_ago",
+        "collection_interval",
+        "total_collections",
+        "collection_errors",
+        "export_format",
+        "exporter_healthy",
+    ] {
+        assert!(health.get(field).is_some(), "/health lacks {field}: {health}");
+    }
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["collection_interval"], 30);
+    assert_eq!(health["total_collections"], 1);
+    assert_eq!(health["export_format"], "prometheus");
+    assert_eq!(health["exporter_healthy"], true);
+    let status: serde_json::Value =
+        serde_json::from_slice(&body_of(route(req("GET", "/status", &[]), &h.app).await).await).unwrap();
+    for section in ["service", "platform", "collection", "collectors", "exporter", "config"] {
+        assert!(status.get(section).is_some(), "/status lacks {section}");
+    }
+    assert_eq!(status["collectors"][0]["name"], "memory");
+    let collectors: serde_json::Value =
+        serde_json::from_slice(&body_of(route(req("GET", "/collectors", &[]), &h.app).await).await).unwrap();
+    assert_eq!(collectors["collectors"].as_array().unwrap().len(), CATALOGUE.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_collect_requests_cause_one_collection() {
+    let h = harness(Duration::from_millis(300)).await;
+    let before = h.runs.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = Arc::clone(&h.app);
+        tasks.push(tokio::spawn(async move {
+            let r = route(req("POST", "/collect", &[]), &app).await;
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+            v["sequence"].as_u64().unwrap()
+        }));
+        // Spread the requests over the collection in flight.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut sequences = Vec::new();
+    for t in tasks {
+        sequences.push(t.await.unwrap());
+    }
+    assert_eq!(h.runs.load(Ordering::SeqCst) - before, 1, "sequences {sequences:?}");
+    assert!(sequences.iter().all(|s| *s == sequences[0]), "{sequences:?}");
+    h.stop.send(true).unwrap();
+    h.loop_task.await.unwrap();
+}
+
+/// Starts the hyper server in process with `limits`.
+async fn server(h: &Harness, limits: Limits) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(metrics_exporter::http::serve(
+        listener,
+        Arc::clone(&h.app),
+        limits,
+        stop_rx,
+    ));
+    (address, stop, task)
+}
+
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_large_heads_and_connection_limit() {
+    let h = harness(Duration::ZERO).await;
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        max_header_bytes: 8192,
+        max_connections: 2,
+        shutdown_grace: Duration::from_secs(2),
+    };
+    let (address, stop, task) = server(&h, limits).await;
+
+    // A head larger than the limit is refused, the server stays up.
+    let big = blocking(move || {
+        let filler = "x".repeat(64 * 1024);
+        raw(
+            address,
+            format!("GET /metrics HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n\r\n").as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    match big {
+        Ok(r) => assert_eq!(r.status, 431),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::InvalidData
+            ),
+            "{e}"
+        ),
+    }
+
+    // A client that never finishes its head is disconnected after the header read timeout.
+    let slow = blocking(move || {
+        let mut s = TcpStream::connect(address).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let started = std::time::Instant::now();
+        let _ = s.read_to_end(&mut buf);
+        (started.elapsed(), buf)
+    })
+    .await
+    .unwrap();
+    assert!(
+        slow.0 < Duration::from_secs(5),
+        "slow client held the connection for {:?}",
+        slow.0
+    );
+
+    // Normal requests still work after all of that.
+    let ok = blocking(move || get(address, "/metrics").unwrap().status)
+        .await
+        .unwrap();
+    assert_eq!(ok, 200);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let h = harness(Duration::ZERO).await;
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (address, stop, task) = server(&h, limits).await;
+    let outcome = blocking(move || {
+        // Two keep-alive connections occupy both slots.
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut s = TcpStream::connect(address).unwrap();
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                let mut first = [0u8; 12];
+                s.read_exact(&mut first).unwrap();
+                assert_eq!(&first, b"HTTP/1.1 200");
+                s
+            })
+            .collect();
+        // The third is accepted by the kernel but not served while both are held.
+        let mut third = TcpStream::connect(address).unwrap();
+        third.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        third.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        let mut byte = [0u8; 1];
+        let waited = matches!(third.read(&mut byte), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+        // Freeing a slot lets it through.
+        drop(held);
+        third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        third.read_to_end(&mut rest).unwrap();
+        (waited, parse_response(&rest).map(|r| r.status).ok())
+    })
+    .await
+    .unwrap();
+    assert!(outcome.0, "the third connection was served while two held the limit");
+    assert_eq!(outcome.1, Some(200));
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let h = harness(Duration::from_millis(400)).await;
+    let (address, stop, task) = server(&h, Limits::default()).await;
+    let in_flight = blocking(move || request(address, "POST", "/collect", &[]).map(|r| r.status));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(true).unwrap();
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    task.await.unwrap();
+    // After shutdown nothing listens.
+    assert!(TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn binary_serves_and_exits_cleanly_on_sigterm() {
+    let mut exporter = Exporter::start(&[
+        ("PLATFORM".into(), "host".into()),
+        ("EBPF".into(), "off".into()),
+        ("LOG_FORMAT".into(), "json".into()),
+    ]);
+    let metrics = exporter.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let series = parse_exposition(&metrics.text());
+    assert!(value(&series, "node_memory_total_bytes", &[]).unwrap() > 0.0);
+    let root = exporter.get("/");
+    assert!(root.text().contains("<a href=\"/metrics\">"));
+    let status = exporter.terminate();
+    assert_eq!(status.code(), Some(0));
+    let log = exporter.stderr();
+    let first = log.lines().next().unwrap_or_default();
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("log is not JSON lines ({e}): {log}"));
+    assert_eq!(line["message"], "metrics-exporter started");
+    assert!(log.contains("\"stopped\""), "{log}");
+}
