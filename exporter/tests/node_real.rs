@@ -135,7 +135,7 @@ fn cpu_and_load_are_present_and_sane() {
     let s = collect("cpu", &real());
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let series = label_sets(&s, "node_cpu_seconds_total");
-    assert!(series.len() >= 8 && series.len() % 8 == 0, "{}", series.len());
+    assert!(series.len() >= 8 && series.len().is_multiple_of(8), "{}", series.len());
     assert!(series.len() / 8 >= cpus.min(1));
     assert!(get(&s, "node_cpu_seconds_total", &["0", "idle"]) > 0.0);
     let s = collect("load", &real());
