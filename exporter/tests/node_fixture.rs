@@ -99,8 +99,8 @@ fn lxc_cpu_is_cpu_stat_user_and_system_only() {
         get(&s, "node_cpu_seconds_total", &["user"]),
         num(&e["cpu_user_seconds"])
     );
-    let user_plus_system = get(&s, "node_cpu_seconds_total", &["user"])
-        + get(&s, "node_cpu_seconds_total", &["system"]);
+    let user_plus_system =
+        get(&s, "node_cpu_seconds_total", &["user"]) + get(&s, "node_cpu_seconds_total", &["system"]);
     // usage_usec is accounted separately from user_usec + system_usec: they differ by 1 µs here.
     assert!(
         (user_plus_system - num(&e["cpu_seconds_total"])).abs() < 2e-6,
@@ -108,10 +108,7 @@ fn lxc_cpu_is_cpu_stat_user_and_system_only() {
     );
     let modes = label_sets(&s, "node_cpu_seconds_total");
     assert_eq!(modes, [["user"], ["system"]]);
-    assert_eq!(
-        s.family("node_cpu_seconds_total").unwrap().desc.labels,
-        ["mode"]
-    );
+    assert_eq!(s.family("node_cpu_seconds_total").unwrap().desc.labels, ["mode"]);
 }
 
 #[test]
@@ -143,10 +140,7 @@ fn lxc_network_is_the_containers_interfaces() {
     let devices: Vec<_> = label_sets(&s, "node_network_receive_bytes_total").concat();
     assert_eq!(devices, ["lo", "eth0", "eth1"]);
     check_net(&s, &e["net"]);
-    assert_eq!(
-        get(&s, "node_network_transmit_bytes_total", &["eth0"]),
-        318442907166.0
-    );
+    assert_eq!(get(&s, "node_network_transmit_bytes_total", &["eth0"]), 318442907166.0);
 }
 
 fn check_net(s: &metrics_exporter::model::Snapshot, net: &Json) {
@@ -156,11 +150,7 @@ fn check_net(s: &metrics_exporter::model::Snapshot, net: &Json) {
             let (dir, what) = key.split_once('_').unwrap();
             let dir = if dir == "rx" { "receive" } else { "transmit" };
             let name = format!("node_network_{dir}_{what}_total");
-            assert_eq!(
-                get(s, &name, &[dev]),
-                num(expected),
-                "{name}{{device={dev}}}"
-            );
+            assert_eq!(get(s, &name, &[dev]), num(expected), "{name}{{device={dev}}}");
             checked += 1;
         }
     }
@@ -170,30 +160,12 @@ fn check_net(s: &metrics_exporter::model::Snapshot, net: &Json) {
 #[test]
 fn lxc_pressure_from_the_namespace_root_with_cpu_full() {
     let s = collect("pressure", &lxc());
-    assert_eq!(
-        get(&s, "node_pressure_cpu_waiting_seconds_total", &[]),
-        1871.004556
-    );
-    assert_eq!(
-        get(&s, "node_pressure_cpu_stalled_seconds_total", &[]),
-        1288.101224
-    );
-    assert_eq!(
-        get(&s, "node_pressure_memory_waiting_seconds_total", &[]),
-        48.702991
-    );
-    assert_eq!(
-        get(&s, "node_pressure_memory_stalled_seconds_total", &[]),
-        31.95011
-    );
-    assert_eq!(
-        get(&s, "node_pressure_io_waiting_seconds_total", &[]),
-        211.201448
-    );
-    assert_eq!(
-        get(&s, "node_pressure_io_stalled_seconds_total", &[]),
-        187.102119
-    );
+    assert_eq!(get(&s, "node_pressure_cpu_waiting_seconds_total", &[]), 1871.004556);
+    assert_eq!(get(&s, "node_pressure_cpu_stalled_seconds_total", &[]), 1288.101224);
+    assert_eq!(get(&s, "node_pressure_memory_waiting_seconds_total", &[]), 48.702991);
+    assert_eq!(get(&s, "node_pressure_memory_stalled_seconds_total", &[]), 31.95011);
+    assert_eq!(get(&s, "node_pressure_io_waiting_seconds_total", &[]), 211.201448);
+    assert_eq!(get(&s, "node_pressure_io_stalled_seconds_total", &[]), 187.102119);
 }
 
 fn selection(env: &metrics_exporter::collectors::Environment) -> Vec<[String; 3]> {
@@ -231,11 +203,7 @@ fn lxc_filesystem_collector_emits_the_selected_mounts() {
     let env = lxc();
     let root = env.root_path.clone();
     let stat: filesystem::StatFn = Arc::new(move |p: &Path| {
-        assert!(
-            p.starts_with(&root),
-            "statvfs outside the tree: {}",
-            p.display()
-        );
+        assert!(p.starts_with(&root), "statvfs outside the tree: {}", p.display());
         Ok(FsStats {
             blocks: 1000,
             bfree: 400,
@@ -247,27 +215,11 @@ fn lxc_filesystem_collector_emits_the_selected_mounts() {
     let s = run(&mut c);
     let labels = ["/dev/mapper/pve-vm--101--disk--1", "/srv/www data", "ext4"];
     assert_eq!(get(&s, "node_filesystem_size_bytes", &labels), 4096000.0);
-    assert_eq!(
-        get(&s, "node_filesystem_usage_bytes", &labels),
-        600.0 * 4096.0
-    );
-    assert_eq!(
-        get(&s, "node_filesystem_avail_bytes", &labels),
-        300.0 * 4096.0
-    );
+    assert_eq!(get(&s, "node_filesystem_usage_bytes", &labels), 600.0 * 4096.0);
+    assert_eq!(get(&s, "node_filesystem_avail_bytes", &labels), 300.0 * 4096.0);
     assert_eq!(label_sets(&s, "node_filesystem_size_bytes").len(), 4);
-    assert_eq!(
-        get(
-            &s,
-            "metrics_exporter_filesystem_statvfs_timeouts_total",
-            &[]
-        ),
-        0.0
-    );
-    assert_eq!(
-        get(&s, "metrics_exporter_filesystem_statvfs_hung_mounts", &[]),
-        0.0
-    );
+    assert_eq!(get(&s, "metrics_exporter_filesystem_statvfs_timeouts_total", &[]), 0.0);
+    assert_eq!(get(&s, "metrics_exporter_filesystem_statvfs_hung_mounts", &[]), 0.0);
 }
 
 /// The real statvfs on the fixture tree: mount points that do not exist there (ENOENT) are
@@ -277,19 +229,9 @@ fn lxc_filesystem_collector_with_real_statvfs_skips_missing_paths() {
     let s = collect("filesystem", &lxc());
     let root = fixture("lxc-container");
     for labels in label_sets(&s, "node_filesystem_size_bytes") {
-        assert!(
-            root.join(labels[1].trim_start_matches('/')).exists(),
-            "{labels:?}"
-        );
+        assert!(root.join(labels[1].trim_start_matches('/')).exists(), "{labels:?}");
     }
-    assert_eq!(
-        get(
-            &s,
-            "metrics_exporter_filesystem_statvfs_timeouts_total",
-            &[]
-        ),
-        0.0
-    );
+    assert_eq!(get(&s, "metrics_exporter_filesystem_statvfs_timeouts_total", &[]), 0.0);
 }
 
 // ---------------------------------------------------------------- Proxmox host
@@ -300,12 +242,9 @@ fn host_cpu_per_cpu_modes_sum_to_expected() {
     let s = collect("cpu", &host());
     let hz = metrics_exporter::collectors::node::cpu::ticks_per_second();
     assert_eq!(hz, 100.0, "the fixture is written for USER_HZ 100");
-    let modes = [
-        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-    ];
+    let modes = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
     for mode in modes {
-        let sum = get(&s, "node_cpu_seconds_total", &["0", mode])
-            + get(&s, "node_cpu_seconds_total", &["1", mode]);
+        let sum = get(&s, "node_cpu_seconds_total", &["0", mode]) + get(&s, "node_cpu_seconds_total", &["1", mode]);
         let want = num(&e["cpu_seconds"][mode]);
         assert!((sum - want).abs() < 1e-6, "{mode}: {sum} != {want}");
     }
@@ -330,10 +269,7 @@ fn host_memory() {
         get(&s, "node_memory_swap_total_bytes", &[]),
         num(&e["swap_total_bytes"])
     );
-    assert_eq!(
-        get(&s, "node_memory_swap_free_bytes", &[]),
-        num(&e["swap_free_bytes"])
-    );
+    assert_eq!(get(&s, "node_memory_swap_free_bytes", &[]), num(&e["swap_free_bytes"]));
 }
 
 #[test]
@@ -351,39 +287,18 @@ fn host_network() {
     assert_eq!(label_sets(&s, "node_network_receive_bytes_total").len(), 10);
     check_net(&s, &e["net"]);
     // The /proc/net/dev drop column (rx_dropped 12774 + rx_missed_errors 211).
-    assert_eq!(
-        get(&s, "node_network_receive_drop_total", &["eno1"]),
-        12985.0
-    );
+    assert_eq!(get(&s, "node_network_receive_drop_total", &["eno1"]), 12985.0);
 }
 
 #[test]
 fn host_pressure_has_no_cpu_stalled() {
     let s = collect("pressure", &host());
-    assert_eq!(
-        get(&s, "node_pressure_cpu_waiting_seconds_total", &[]),
-        4475.687443
-    );
-    assert!(
-        s.family("node_pressure_cpu_stalled_seconds_total")
-            .is_none()
-    );
-    assert_eq!(
-        get(&s, "node_pressure_memory_waiting_seconds_total", &[]),
-        2006.834267
-    );
-    assert_eq!(
-        get(&s, "node_pressure_memory_stalled_seconds_total", &[]),
-        1410.738271
-    );
-    assert_eq!(
-        get(&s, "node_pressure_io_waiting_seconds_total", &[]),
-        7175.549665
-    );
-    assert_eq!(
-        get(&s, "node_pressure_io_stalled_seconds_total", &[]),
-        6240.024568
-    );
+    assert_eq!(get(&s, "node_pressure_cpu_waiting_seconds_total", &[]), 4475.687443);
+    assert!(s.family("node_pressure_cpu_stalled_seconds_total").is_none());
+    assert_eq!(get(&s, "node_pressure_memory_waiting_seconds_total", &[]), 2006.834267);
+    assert_eq!(get(&s, "node_pressure_memory_stalled_seconds_total", &[]), 1410.738271);
+    assert_eq!(get(&s, "node_pressure_io_waiting_seconds_total", &[]), 7175.549665);
+    assert_eq!(get(&s, "node_pressure_io_stalled_seconds_total", &[]), 6240.024568);
     assert!(
         collector("pressure", &host())
             .notes()

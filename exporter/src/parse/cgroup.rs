@@ -52,15 +52,11 @@ pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(ParseError::new(format!(
-                "malformed flat-keyed line: {line:?}"
-            )));
+            return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
         };
-        let value = value.parse::<u64>().map_err(|_| {
-            ParseError::new(format!(
-                "value of {key:?} is not an unsigned integer: {value:?}"
-            ))
-        })?;
+        let value = value
+            .parse::<u64>()
+            .map_err(|_| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
         map.insert(key.to_owned(), value);
     }
     Ok(FlatKeyed(map))
@@ -85,10 +81,7 @@ pub struct CpuStat {
 /// Parses `cpu.stat` by key, never by line position.
 pub fn parse_cpu_stat(text: &str) -> Result<CpuStat, ParseError> {
     let keys = parse_flat_keyed(text)?;
-    let required = |key: &str| {
-        keys.require(key)
-            .map_err(|e| ParseError::new(format!("cpu.stat: {e}")))
-    };
+    let required = |key: &str| keys.require(key).map_err(|e| ParseError::new(format!("cpu.stat: {e}")));
     Ok(CpuStat {
         usage_usec: required("usage_usec")?,
         user_usec: required("user_usec")?,
@@ -184,10 +177,7 @@ pub struct IoStatDevice {
 impl IoStatDevice {
     /// The counter `key`, `None` when the line does not carry it.
     pub fn get(&self, key: &str) -> Option<u64> {
-        self.counters
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| *v)
+        self.counters.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
     pub fn rbytes(&self) -> Option<u64> {
         self.get("rbytes")
@@ -215,9 +205,7 @@ pub fn parse_io_stat(text: &str) -> Result<Vec<IoStatDevice>, ParseError> {
         let bad = |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
         let mut fields = line.split_ascii_whitespace();
         let device = fields.next().ok_or_else(|| bad("empty"))?;
-        let (major, minor) = device
-            .split_once(':')
-            .ok_or_else(|| bad("device is not MAJ:MIN"))?;
+        let (major, minor) = device.split_once(':').ok_or_else(|| bad("device is not MAJ:MIN"))?;
         let major = major.parse().map_err(|_| bad("bad major"))?;
         let minor = minor.parse().map_err(|_| bad("bad minor"))?;
         let mut entry = IoStatDevice {
@@ -226,9 +214,7 @@ pub fn parse_io_stat(text: &str) -> Result<Vec<IoStatDevice>, ParseError> {
             ..Default::default()
         };
         for field in fields {
-            let (key, value) = field
-                .split_once('=')
-                .ok_or_else(|| bad("field without ="))?;
+            let (key, value) = field.split_once('=').ok_or_else(|| bad("field without ="))?;
             if key.is_empty() || value.is_empty() {
                 return Err(bad("empty key or value"));
             }
@@ -258,8 +244,7 @@ pub fn parse_pids(text: &str) -> Result<Vec<u32>, ParseError> {
 mod tests {
     use super::*;
 
-    const HOST_CPU_STAT: &str =
-        include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/cpu.stat");
+    const HOST_CPU_STAT: &str = include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/cpu.stat");
 
     #[test]
     fn cpu_stat_by_key_with_core_sched_line() {
@@ -282,10 +267,7 @@ mod tests {
 
     #[test]
     fn container_cpu_stat() {
-        let s = parse_cpu_stat(include_str!(
-            "../../../fixtures/lxc-container/sys/fs/cgroup/cpu.stat"
-        ))
-        .unwrap();
+        let s = parse_cpu_stat(include_str!("../../../fixtures/lxc-container/sys/fs/cgroup/cpu.stat")).unwrap();
         assert_eq!(
             (s.usage_usec, s.user_usec, s.system_usec),
             (46090435253, 31278598398, 14811836854)
@@ -318,8 +300,7 @@ mod tests {
 
     #[test]
     fn memory_events_fixture() {
-        let text =
-            include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/lxc/102/ns/memory.events");
+        let text = include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/lxc/102/ns/memory.events");
         let m = parse_flat_keyed(text).unwrap();
         assert_eq!(m.get("oom_kill"), Some(2));
         assert_eq!(m.get("oom"), Some(0));
@@ -350,20 +331,11 @@ mod tests {
             24
         );
         assert_eq!(
-            parse_limit(include_str!(
-                "../../../fixtures/lxc-container/sys/fs/cgroup/memory.max"
-            ))
-            .unwrap(),
+            parse_limit(include_str!("../../../fixtures/lxc-container/sys/fs/cgroup/memory.max")).unwrap(),
             Limit::Unlimited
         );
-        assert_eq!(
-            parse_limit("2147483648\n").unwrap(),
-            Limit::Value(2147483648)
-        );
-        assert_eq!(
-            parse_limit("2147483648\n").unwrap().value(),
-            Some(2147483648)
-        );
+        assert_eq!(parse_limit("2147483648\n").unwrap(), Limit::Value(2147483648));
+        assert_eq!(parse_limit("2147483648\n").unwrap().value(), Some(2147483648));
         assert_eq!(Limit::Unlimited.value(), None);
         assert!(parse_limit("").is_err());
         assert!(parse_limit("maximum").is_err());
@@ -373,10 +345,7 @@ mod tests {
 
     #[test]
     fn cpu_max() {
-        let c = parse_cpu_max(include_str!(
-            "../../../fixtures/lxc-container/sys/fs/cgroup/cpu.max"
-        ))
-        .unwrap();
+        let c = parse_cpu_max(include_str!("../../../fixtures/lxc-container/sys/fs/cgroup/cpu.max")).unwrap();
         assert_eq!(
             c,
             CpuMax {
@@ -405,10 +374,7 @@ mod tests {
         assert_eq!(devs[3].wios(), Some(1804552));
         assert_eq!(devs[3].get("dios"), Some(0));
 
-        let devs = parse_io_stat(
-            "8:16 \n253:0 rbytes=1 wbytes=2 rios=3 wios=4 cost.vrate=100.00 depth=max\n",
-        )
-        .unwrap();
+        let devs = parse_io_stat("8:16 \n253:0 rbytes=1 wbytes=2 rios=3 wios=4 cost.vrate=100.00 depth=max\n").unwrap();
         assert_eq!(devs.len(), 2);
         assert!(devs[0].counters.is_empty());
         assert_eq!(devs[0].rbytes(), None);

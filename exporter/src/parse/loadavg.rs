@@ -23,17 +23,10 @@ pub fn parse(text: &str) -> Result<LoadAvg, ParseError> {
     let mut fields = text.split_ascii_whitespace();
     let mut avg = || -> Result<f64, ParseError> {
         let v: f64 = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
-        if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(bad())
-        }
+        if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(bad()) }
     };
     let (one, five, fifteen) = (avg()?, avg()?, avg()?);
-    let (running, total) = fields
-        .next()
-        .and_then(|f| f.split_once('/'))
-        .ok_or_else(bad)?;
+    let (running, total) = fields.next().and_then(|f| f.split_once('/')).ok_or_else(bad)?;
     let running = running.parse().map_err(|_| bad())?;
     let total = total.parse().map_err(|_| bad())?;
     let last_pid = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;

@@ -55,8 +55,7 @@ fn check_shape(text: &str) -> Result<(), ParseError> {
 /// Parses the whole file. A file missing a line every kernel prints (a truncated read) fails.
 pub fn parse(text: &str) -> Result<MemInfo, ParseError> {
     check_shape(text)?;
-    let m = procfs::Meminfo::from_buf_read(text.as_bytes())
-        .map_err(|e| ParseError::new(format!("meminfo: {e}")))?;
+    let m = procfs::Meminfo::from_buf_read(text.as_bytes()).map_err(|e| ParseError::new(format!("meminfo: {e}")))?;
     // procfs already converted kB to bytes.
     Ok(MemInfo {
         total: m.mem_total,

@@ -30,11 +30,9 @@ pub fn unescape_octal(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value =
+                (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;
@@ -61,7 +59,15 @@ pub fn parse_line(line: &str) -> Result<Mount, ParseError> {
     let mut tail = after.split(' ');
     let fs_type = unescape_octal(tail.next().filter(|f| !f.is_empty()).ok_or_else(bad)?);
     let source = unescape_octal(tail.next().ok_or_else(bad)?);
-    Ok(Mount { mount_id, parent_id, device_number, root, mount_point, fs_type, source })
+    Ok(Mount {
+        mount_id,
+        parent_id,
+        device_number,
+        root,
+        mount_point,
+        fs_type,
+        source,
+    })
 }
 
 /// Parses a whole mountinfo file. A malformed line fails the parse: a truncated table would
@@ -107,6 +113,10 @@ mod tests {
         let text = include_str!("../../../fixtures/lxc-container/proc/self/mountinfo");
         let mounts = parse(text).unwrap();
         assert_eq!(mounts.len(), text.lines().count());
-        assert!(mounts.iter().any(|m| m.fs_type == "cgroup2" && m.mount_point == "/sys/fs/cgroup"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.fs_type == "cgroup2" && m.mount_point == "/sys/fs/cgroup")
+        );
     }
 }

@@ -37,8 +37,7 @@ pub struct NetDevStats {
 
 /// Parses one interface line (`  eth0: 1 2 ... 16`).
 pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
-    let bad =
-        |why: &str| ParseError::new(format!("malformed /proc/net/dev line ({why}): {line:?}"));
+    let bad = |why: &str| ParseError::new(format!("malformed /proc/net/dev line ({why}): {line:?}"));
     let (name, rest) = line
         .split_once(':')
         .ok_or_else(|| bad("no ':' after the interface name"))?;
@@ -50,9 +49,7 @@ pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
     let mut fields = rest.split_ascii_whitespace();
     for slot in values.iter_mut() {
         let field = fields.next().ok_or_else(|| bad("fewer than 16 counters"))?;
-        *slot = field
-            .parse()
-            .map_err(|_| bad("counter is not an unsigned integer"))?;
+        *slot = field.parse().map_err(|_| bad("counter is not an unsigned integer"))?;
     }
     if fields.next().is_some() {
         return Err(bad("more than 16 counters"));
@@ -106,10 +103,7 @@ pub fn parse(text: &str) -> Result<Vec<NetDevStats>, ParseError> {
     if !first.starts_with("Inter-|") || !second.contains("|bytes") {
         return Err(ParseError::new("not /proc/net/dev: header lines missing"));
     }
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(parse_line)
-        .collect()
+    lines.filter(|l| !l.trim().is_empty()).map(parse_line).collect()
 }
 
 #[cfg(test)]
@@ -159,24 +153,9 @@ mod tests {
         assert!(parse("garbage\nmore garbage\n").is_err());
         let header: String = HOST.lines().take(2).map(|l| format!("{l}\n")).collect();
         assert!(parse(&format!("{header}  eth0: 1 2 3\n")).is_err());
-        assert!(
-            parse(&format!(
-                "{header}  eth0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n"
-            ))
-            .is_err()
-        );
-        assert!(
-            parse(&format!(
-                "{header}  eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 -16\n"
-            ))
-            .is_err()
-        );
-        assert!(
-            parse(&format!(
-                "{header}  eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n"
-            ))
-            .is_err()
-        );
+        assert!(parse(&format!("{header}  eth0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n")).is_err());
+        assert!(parse(&format!("{header}  eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 -16\n")).is_err());
+        assert!(parse(&format!("{header}  eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n")).is_err());
         // A file cut in the middle of the last line.
         let cut = &HOST[..HOST.len() - 30];
         assert!(parse(cut).is_err());

@@ -37,9 +37,7 @@ fn parse_line(line: &str) -> Result<(&str, PressureLine), ParseError> {
     let kind = fields.next().ok_or_else(|| bad("empty"))?;
     let (mut avg10, mut avg60, mut avg300, mut total) = (None, None, None, None);
     for field in fields {
-        let (key, value) = field
-            .split_once('=')
-            .ok_or_else(|| bad("field without ="))?;
+        let (key, value) = field.split_once('=').ok_or_else(|| bad("field without ="))?;
         match key {
             "avg10" | "avg60" | "avg300" => {
                 let v: f64 = value.parse().map_err(|_| bad("average is not a number"))?;
@@ -52,13 +50,7 @@ fn parse_line(line: &str) -> Result<(&str, PressureLine), ParseError> {
                     _ => avg300 = Some(v),
                 }
             }
-            "total" => {
-                total = Some(
-                    value
-                        .parse::<u64>()
-                        .map_err(|_| bad("total is not an integer"))?,
-                )
-            }
+            "total" => total = Some(value.parse::<u64>().map_err(|_| bad("total is not an integer"))?),
             // Future keys are ignored rather than failing the whole file.
             _ => {}
         }
@@ -88,15 +80,11 @@ pub fn parse(text: &str) -> Result<Pressure, ParseError> {
             "some" => &mut some,
             "full" => &mut full,
             other => {
-                return Err(ParseError::new(format!(
-                    "unknown pressure line kind {other:?}"
-                )));
+                return Err(ParseError::new(format!("unknown pressure line kind {other:?}")));
             }
         };
         if slot.replace(parsed).is_some() {
-            return Err(ParseError::new(format!(
-                "pressure line {kind:?} appears twice"
-            )));
+            return Err(ParseError::new(format!("pressure line {kind:?} appears twice")));
         }
     }
     let some = some.ok_or_else(|| ParseError::new("pressure file has no \"some\" line"))?;
@@ -109,10 +97,7 @@ mod tests {
 
     #[test]
     fn parses_host_cpu_pressure_with_zero_full_line() {
-        let p = parse(include_str!(
-            "../../../fixtures/proxmox-host/proc/pressure/cpu"
-        ))
-        .unwrap();
+        let p = parse(include_str!("../../../fixtures/proxmox-host/proc/pressure/cpu")).unwrap();
         assert_eq!(p.some.total_usec, 4475687443);
         assert_eq!(p.some.avg10, 1.86);
         assert_eq!(p.some.avg300, 1.28);

@@ -48,8 +48,7 @@ pub struct Stat {
 }
 
 fn parse_cpu_line(line: &str) -> Result<CpuTicks, ParseError> {
-    let bad =
-        |why: &str| ParseError::new(format!("malformed /proc/stat cpu line ({why}): {line:?}"));
+    let bad = |why: &str| ParseError::new(format!("malformed /proc/stat cpu line ({why}): {line:?}"));
     let mut v = [0u64; 10];
     let mut fields = line.split_ascii_whitespace().skip(1);
     let mut n = 0;
@@ -61,18 +60,7 @@ fn parse_cpu_line(line: &str) -> Result<CpuTicks, ParseError> {
     if n < 10 {
         return Err(bad("fewer than 10 values"));
     }
-    let [
-        user,
-        nice,
-        system,
-        idle,
-        iowait,
-        irq,
-        softirq,
-        steal,
-        guest,
-        guest_nice,
-    ] = v;
+    let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = v;
     Ok(CpuTicks {
         user,
         nice,
@@ -99,9 +87,9 @@ pub fn parse(text: &str) -> Result<Stat, ParseError> {
         if rest.starts_with(' ') {
             total = Some(parse_cpu_line(line)?);
         } else {
-            let n: u32 = label.parse().map_err(|_| {
-                ParseError::new(format!("bad cpu number in /proc/stat line {line:?}"))
-            })?;
+            let n: u32 = label
+                .parse()
+                .map_err(|_| ParseError::new(format!("bad cpu number in /proc/stat line {line:?}")))?;
             cpus.push((n, parse_cpu_line(line)?));
         }
     }
@@ -133,10 +121,7 @@ mod tests {
 
     #[test]
     fn offline_cpu_keeps_its_number() {
-        let s = parse(
-            "cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 1 1 1 1 1 1 1 1 1\ncpu3 2 2 2 2 2 2 2 2 2 2\n",
-        )
-        .unwrap();
+        let s = parse("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 1 1 1 1 1 1 1 1 1\ncpu3 2 2 2 2 2 2 2 2 2 2\n").unwrap();
         assert_eq!(s.cpus.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 3]);
     }
 

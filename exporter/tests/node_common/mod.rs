@@ -11,9 +11,7 @@ use metrics_exporter::model::{Snapshot, SnapshotBuilder, Value};
 use metrics_exporter::platform::{self, Platform};
 
 pub fn fixture(tree: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(tree)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(tree)
 }
 
 /// An environment pointed at a file tree `root`.
@@ -38,8 +36,7 @@ pub fn collector(name: &str, env: &Environment) -> Box<dyn Collector> {
 
 pub fn run(c: &mut dyn Collector) -> Snapshot {
     let mut b = SnapshotBuilder::new();
-    c.collect(&mut b)
-        .unwrap_or_else(|e| panic!("{} failed: {e}", c.name()));
+    c.collect(&mut b).unwrap_or_else(|e| panic!("{} failed: {e}", c.name()));
     b.finish(Arc::default(), SystemTime::now(), 1)
 }
 

@@ -53,13 +53,8 @@ pub static CPU_SECONDS_CGROUP: MetricDesc = MetricDesc {
 
 #[derive(Debug)]
 enum Source {
-    ProcStat {
-        path: PathBuf,
-        ticks_per_second: f64,
-    },
-    CgroupCpuStat {
-        path: PathBuf,
-    },
+    ProcStat { path: PathBuf, ticks_per_second: f64 },
+    CgroupCpuStat { path: PathBuf },
     Missing,
 }
 
@@ -109,30 +104,19 @@ impl Collector for CpuCollector {
 
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
         match &self.source {
-            Source::ProcStat {
-                path,
-                ticks_per_second,
-            } => {
+            Source::ProcStat { path, ticks_per_second } => {
                 let stat = read_proc_stat(path)?;
                 for (n, ticks) in &stat.cpus {
                     let cpu = n.to_string();
                     for (mode, value) in ticks.modes() {
-                        out.push(
-                            &CPU_SECONDS,
-                            [cpu.as_str(), mode],
-                            value as f64 / ticks_per_second,
-                        );
+                        out.push(&CPU_SECONDS, [cpu.as_str(), mode], value as f64 / ticks_per_second);
                     }
                 }
             }
             Source::CgroupCpuStat { path } => {
                 let stat = read_cpu_stat(path)?;
                 out.push(&CPU_SECONDS_CGROUP, ["user"], stat.user_usec as f64 / 1e6);
-                out.push(
-                    &CPU_SECONDS_CGROUP,
-                    ["system"],
-                    stat.system_usec as f64 / 1e6,
-                );
+                out.push(&CPU_SECONDS_CGROUP, ["system"], stat.system_usec as f64 / 1e6);
             }
             Source::Missing => return Err(super::no_cgroup("cpu")),
         }
@@ -141,10 +125,7 @@ impl Collector for CpuCollector {
 
     fn notes(&self) -> Vec<String> {
         match &self.source {
-            Source::ProcStat {
-                path,
-                ticks_per_second,
-            } => {
+            Source::ProcStat { path, ticks_per_second } => {
                 vec![format!(
                     "per-CPU time from {} at {ticks_per_second} ticks/s",
                     path.display()

@@ -220,11 +220,7 @@ pub fn select_mounts(mounts: &[Mount]) -> Vec<&Mount> {
     mounts
         .iter()
         .enumerate()
-        .filter(|(i, m)| {
-            !mounts[i + 1..]
-                .iter()
-                .any(|later| later.mount_point == m.mount_point)
-        })
+        .filter(|(i, m)| !mounts[i + 1..].iter().any(|later| later.mount_point == m.mount_point))
         .map(|(_, m)| m)
         .filter(|m| !excluded(m))
         .collect()
@@ -271,10 +267,7 @@ impl FilesystemCollector {
 
     /// Mounts whose statvfs is blocked right now.
     pub fn hung_mounts(&self) -> usize {
-        self.hung
-            .values()
-            .filter(|done| !done.load(Ordering::Acquire))
-            .count()
+        self.hung.values().filter(|done| !done.load(Ordering::Acquire)).count()
     }
 
     pub fn timeouts_total(&self) -> u64 {
@@ -285,8 +278,7 @@ impl FilesystemCollector {
     /// `None` for a path that got no answer (hung now or before).
     fn stat_all(&mut self, paths: &[PathBuf]) -> Vec<Option<std::io::Result<FsStats>>> {
         self.hung.retain(|_, done| !done.load(Ordering::Acquire));
-        let mut results: Vec<Option<std::io::Result<FsStats>>> =
-            paths.iter().map(|_| None).collect();
+        let mut results: Vec<Option<std::io::Result<FsStats>>> = paths.iter().map(|_| None).collect();
         let (tx, rx) = mpsc::channel();
         let mut pending: HashMap<usize, Arc<AtomicBool>> = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
@@ -296,16 +288,13 @@ impl FilesystemCollector {
                 continue;
             }
             let done = Arc::new(AtomicBool::new(false));
-            let (stat, tx, path_owned, flag) =
-                (self.stat.clone(), tx.clone(), path.clone(), done.clone());
-            let spawned = std::thread::Builder::new()
-                .name("statvfs".into())
-                .spawn(move || {
-                    let result = stat(&path_owned);
-                    flag.store(true, Ordering::Release);
-                    // The receiver is gone when the collection stopped waiting: nothing to do.
-                    let _ = tx.send((i, result));
-                });
+            let (stat, tx, path_owned, flag) = (self.stat.clone(), tx.clone(), path.clone(), done.clone());
+            let spawned = std::thread::Builder::new().name("statvfs".into()).spawn(move || {
+                let result = stat(&path_owned);
+                flag.store(true, Ordering::Release);
+                // The receiver is gone when the collection stopped waiting: nothing to do.
+                let _ = tx.send((i, result));
+            });
             match spawned {
                 Ok(_) => {
                     pending.insert(i, done);
@@ -348,11 +337,7 @@ impl Collector for FilesystemCollector {
             .collect();
         let results = self.stat_all(&paths);
         for (m, result) in selected.iter().zip(results) {
-            let labels = [
-                m.source.as_str(),
-                m.mount_point.as_str(),
-                m.fs_type.as_str(),
-            ];
+            let labels = [m.source.as_str(), m.mount_point.as_str(), m.fs_type.as_str()];
             match result {
                 Some(Ok(s)) => {
                     out.push(&USAGE, labels, s.usage_bytes());
@@ -416,17 +401,9 @@ mod tests {
         assert!(!excluded(&mount("/devices", "ext4", "/dev/sda1")));
         assert!(excluded(&mount("/proc/sys", "proc", "proc")));
         assert!(excluded(&mount("/sys/fs/cgroup", "cgroup2", "cgroup2")));
-        assert!(excluded(&mount(
-            "/run/credentials/x.service",
-            "tmpfs",
-            "none"
-        )));
+        assert!(excluded(&mount("/run/credentials/x.service", "tmpfs", "none")));
         assert!(!excluded(&mount("/run/credentials", "tmpfs", "none")));
-        assert!(excluded(&mount(
-            "/var/lib/docker/overlay2/abc",
-            "ext4",
-            "/dev/sda1"
-        )));
+        assert!(excluded(&mount("/var/lib/docker/overlay2/abc", "ext4", "/dev/sda1")));
         assert!(!excluded(&mount("/var/lib/docker", "ext4", "/dev/sda1")));
         assert!(excluded(&mount("/var/lib/lxcfs", "fuse.lxcfs", "lxcfs")));
         assert!(excluded(&mount("/etc/pve", "fuse", "/dev/fuse")));
@@ -444,10 +421,7 @@ mod tests {
         let s = select_mounts(&mounts);
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].mount_point, "/");
-        assert_eq!(
-            (s[1].fs_type.as_str(), s[1].source.as_str()),
-            ("xfs", "/dev/b")
-        );
+        assert_eq!((s[1].fs_type.as_str(), s[1].source.as_str()), ("xfs", "/dev/b"));
     }
 
     #[test]

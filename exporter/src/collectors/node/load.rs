@@ -31,18 +31,8 @@ macro_rules! load_desc {
         };
     };
 }
-load_desc!(
-    LOAD1,
-    "node_load1",
-    "1m load average.",
-    "system.cpu.load_average.1m"
-);
-load_desc!(
-    LOAD5,
-    "node_load5",
-    "5m load average.",
-    "system.cpu.load_average.5m"
-);
+load_desc!(LOAD1, "node_load1", "1m load average.", "system.cpu.load_average.1m");
+load_desc!(LOAD5, "node_load5", "5m load average.", "system.cpu.load_average.5m");
 load_desc!(
     LOAD15,
     "node_load15",

@@ -54,12 +54,7 @@ mem_desc!(
     "Memory in use: total minus available.",
     USED
 );
-mem_desc!(
-    FREE,
-    "node_memory_free_bytes",
-    "Unused memory (MemFree).",
-    FREE_STATE
-);
+mem_desc!(FREE, "node_memory_free_bytes", "Unused memory (MemFree).", FREE_STATE);
 mem_desc!(
     AVAILABLE,
     "node_memory_available_bytes",
@@ -86,12 +81,7 @@ mem_desc!(
     "Total swap (in a container: its swap limit).",
     None
 );
-mem_desc!(
-    SWAP_FREE,
-    "node_memory_swap_free_bytes",
-    "Unused swap.",
-    None
-);
+mem_desc!(SWAP_FREE, "node_memory_swap_free_bytes", "Unused swap.", None);
 
 #[derive(Debug)]
 enum Source {
@@ -144,26 +134,16 @@ pub fn read_cgroup_memory(root: &Path) -> Result<MemoryValues, CollectError> {
     let (total, free, available) = match max {
         Limit::Value(limit) => {
             let free = limit.saturating_sub(current);
-            (
-                Some(limit),
-                Some(free),
-                Some(free.saturating_add(file_lru).min(limit)),
-            )
+            (Some(limit), Some(free), Some(free.saturating_add(file_lru).min(limit)))
         }
         Limit::Unlimited => (None, None, None),
     };
     // memory.swap.* exist only with swap accounting; absent files mean absent series.
     let swap_max = read_optional(&root.join("memory.swap.max"))?
-        .map(|t| {
-            parse::cgroup::parse_limit(&t)
-                .map_err(|e| CollectError::parse(&root.join("memory.swap.max"), e))
-        })
+        .map(|t| parse::cgroup::parse_limit(&t).map_err(|e| CollectError::parse(&root.join("memory.swap.max"), e)))
         .transpose()?;
     let swap_current = read_optional(&root.join("memory.swap.current"))?
-        .map(|t| {
-            parse::cgroup::parse_u64(&t)
-                .map_err(|e| CollectError::parse(&root.join("memory.swap.current"), e))
-        })
+        .map(|t| parse::cgroup::parse_u64(&t).map_err(|e| CollectError::parse(&root.join("memory.swap.current"), e)))
         .transpose()?;
     let (swap_total, swap_free) = match (swap_max, swap_current) {
         (Some(Limit::Value(limit)), Some(cur)) => (Some(limit), Some(limit.saturating_sub(cur))),

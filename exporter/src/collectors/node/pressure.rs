@@ -195,8 +195,7 @@ impl Collector for PressureCollector {
     fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if self.missing_cgroup {
-            notes
-                .push("no cgroup2 hierarchy found: container pressure is not derivable".to_owned());
+            notes.push("no cgroup2 hierarchy found: container pressure is not derivable".to_owned());
         } else if self.lxc {
             notes.push("from the cgroup namespace root's *.pressure files".to_owned());
         } else {

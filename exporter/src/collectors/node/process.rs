@@ -148,8 +148,7 @@ impl Collector for ProcessCollector {
                 // pids.current exists only where the pids controller is enabled.
                 let path = root.join("pids.current");
                 if let Some(text) = read_optional(&path)? {
-                    let threads = parse::cgroup::parse_u64(&text)
-                        .map_err(|e| CollectError::parse(&path, e))?;
+                    let threads = parse::cgroup::parse_u64(&text).map_err(|e| CollectError::parse(&path, e))?;
                     out.push(&THREADS, none, threads as f64);
                 }
             }
@@ -169,9 +168,7 @@ impl Collector for ProcessCollector {
                 "processes: distinct PIDs in cgroup.procs of {} and its descendants; threads: its pids.current",
                 root.display()
             )],
-            Source::Missing => vec![
-                "no cgroup2 hierarchy found: container process counts are not derivable".into(),
-            ],
+            Source::Missing => vec!["no cgroup2 hierarchy found: container process counts are not derivable".into()],
         }
     }
 }
