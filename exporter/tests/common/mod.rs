@@ -194,11 +194,30 @@ pub fn parse_response(buffer: &[u8]) -> std::io::Result<Response> {
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         })
         .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: buffer[split + 4..].to_vec(),
-    })
+    let mut body = buffer[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(bad)?;
+    }
+    Ok(Response { status, headers, body })
+}
+
+/// Decodes an HTTP/1.1 chunked body (peers such as Go servers answer this way).
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
 }
 
 pub fn request(
