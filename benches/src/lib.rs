@@ -41,7 +41,7 @@ pub fn synthetic_snapshot(series: usize) -> Arc<Snapshot> {
             builder.push(
                 desc,
                 [vmid.as_str(), &format!("guest-{vmid}.example"), "lxc", interface],
-                n as f64 * 1234.567_891,
+                n as f64 * 1_234.567_891,
             );
             added += 1;
         }
