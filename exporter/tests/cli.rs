@@ -197,3 +197,58 @@ fn once_fails_when_every_collector_fails() {
         Some(0.0)
     );
 }
+
+/// Copies a fixture tree (symlinks kept) into a temporary directory for damaging.
+fn copy_tree(tree: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixture(tree))
+        .arg(dir.path().join("t"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+#[test]
+fn damaged_files_fail_their_collector_only() {
+    let dir = copy_tree("lxc-container");
+    let root = dir.path().join("t");
+    std::fs::write(root.join("proc/meminfo"), "MemTotal:        2097").unwrap();
+    std::fs::write(root.join("proc/net/dev"), "garbage\n\u{0}\u{1}binary junk").unwrap();
+    std::fs::remove_file(root.join("sys/fs/cgroup/cpu.stat")).unwrap();
+    let env = vec![
+        ("PLATFORM".to_string(), "lxc".to_string()),
+        ("PROC_PATH".to_string(), root.join("proc").display().to_string()),
+        ("SYS_PATH".to_string(), root.join("sys").display().to_string()),
+        (
+            "CGROUP_PATH".to_string(),
+            root.join("sys/fs/cgroup").display().to_string(),
+        ),
+        ("EBPF".to_string(), "off".to_string()),
+    ];
+    let out = run(&["--once"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = parse_exposition(&text);
+    let success = |c: &str| value(&series, "metrics_exporter_collector_success", &[("collector", c)]);
+    assert_eq!(success("memory"), Some(0.0));
+    assert_eq!(success("network"), Some(0.0));
+    assert_eq!(success("cpu"), Some(0.0));
+    assert_eq!(success("process"), Some(1.0));
+    assert_eq!(value(&series, "node_processes", &[]), Some(20.0));
+    assert!(
+        !names(&series).contains("node_memory_total_bytes"),
+        "no made-up memory values"
+    );
+    assert!(
+        !names(&series).contains("node_cpu_seconds_total"),
+        "no made-up cpu values"
+    );
+    // The log names the failing paths.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proc/meminfo"), "{stderr}");
+    assert!(stderr.contains("proc/net/dev"), "{stderr}");
+    assert!(stderr.contains("cpu.stat"), "{stderr}");
+}
