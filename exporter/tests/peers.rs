@@ -101,16 +101,16 @@ fn a_real_prometheus_scrapes_it_with_the_target_up() {
     let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let target = loop {
-        if let Ok(r) = get(api, "/api/v1/targets") {
-            if r.status == 200 {
-                let v = r.json();
-                let target = v["data"]["activeTargets"][0].clone();
-                if target["health"] == "up" {
-                    break target;
-                }
-                if target["health"] == "down" {
-                    panic!("Prometheus reports the target down: {}", target["lastError"]);
-                }
+        if let Ok(r) = get(api, "/api/v1/targets")
+            && r.status == 200
+        {
+            let v = r.json();
+            let target = v["data"]["activeTargets"][0].clone();
+            if target["health"] == "up" {
+                break target;
+            }
+            if target["health"] == "down" {
+                panic!("Prometheus reports the target down: {}", target["lastError"]);
             }
         }
         assert!(
