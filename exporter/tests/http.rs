@@ -57,13 +57,30 @@ struct Harness {
 }
 
 async fn harness(delay: Duration) -> Harness {
-    let config = validate(&RawConfig::default(), &["memory"]).unwrap();
     let runs = Arc::new(AtomicU64::new(0));
     let slow = Slow {
         delay,
         runs: Arc::clone(&runs),
     };
-    let engine = Engine::new(vec![Box::new(slow)], Arc::default(), "/proc".into(), "host");
+    harness_with(Box::new(slow), runs).await
+}
+
+struct AlwaysFails;
+
+impl Collector for AlwaysFails {
+    fn name(&self) -> &'static str {
+        "always_fails"
+    }
+    fn collect(&mut self, _: &mut SnapshotBuilder) -> Result<(), CollectError> {
+        Err(CollectError::Vanished {
+            path: "/sys/fs/cgroup/lxc/999/cpu.stat".into(),
+        })
+    }
+}
+
+async fn harness_with(collector: Box<dyn Collector>, runs: Arc<AtomicU64>) -> Harness {
+    let config = validate(&RawConfig::default(), &["memory"]).unwrap();
+    let engine = Engine::new(vec![collector], Arc::default(), "/proc".into(), "host");
     let parts = AppParts {
         config,
         detection: Detection::default(),
@@ -73,7 +90,7 @@ async fn harness(delay: Duration) -> Harness {
             container_id: "test".into(),
         },
         catalogue: CATALOGUE,
-        enabled: vec!["memory"],
+        enabled: engine.collector_names(),
         notes: Vec::new(),
     };
     let (app, handles) = service::new_app(parts, Vec::new());
@@ -205,10 +222,29 @@ async fn health_and_status_carry_the_seed_fields() {
     for section in ["service", "platform", "collection", "collectors", "exporter", "config"] {
         assert!(status.get(section).is_some(), "/status lacks {section}");
     }
-    assert_eq!(status["collectors"][0]["name"], "memory");
+    assert_eq!(status["collectors"][0]["name"], "slow");
     let collectors: serde_json::Value =
         serde_json::from_slice(&body_of(route(req("GET", "/collectors", &[]), &h.app).await).await).unwrap();
     assert_eq!(collectors["collectors"].as_array().unwrap().len(), CATALOGUE.len());
+}
+
+#[tokio::test]
+async fn health_is_503_without_a_successful_collection() {
+    let h = harness_with(Box::new(AlwaysFails), Arc::default()).await;
+    let response = route(req("GET", "/health", &[]), &h.app).await;
+    assert_eq!(response.status(), 503);
+    let health: serde_json::Value = serde_json::from_slice(&body_of(response).await).unwrap();
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["total_collections"], 1);
+    assert_eq!(health["collection_errors"], 1);
+    assert!(health["last_collection_seconds_ago"].is_null());
+    let status: serde_json::Value =
+        serde_json::from_slice(&body_of(route(req("GET", "/status", &[]), &h.app).await).await).unwrap();
+    assert_eq!(status["collectors"][0]["last_success"], false);
+    assert_eq!(
+        status["collectors"][0]["last_error"],
+        "/sys/fs/cgroup/lxc/999/cpu.stat: vanished while being read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
