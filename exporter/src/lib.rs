@@ -5,5 +5,6 @@ pub mod collectors;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod otlp;
 pub mod parse;
 pub mod platform;
