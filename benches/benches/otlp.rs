@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use exporter::model::{Identity, Kind, MetricDesc, OtelName, Scope, Snapshot, SnapshotBuilder, Unit};
+use exporter::model::{
+    Identity, Kind, MetricDesc, OtelName, Scope, Snapshot, SnapshotBuilder, Unit,
+};
 use exporter::otlp::{ResourceTemplate, StartTimes, to_request};
 use prost::Message;
 
@@ -28,30 +30,138 @@ macro_rules! guest_desc {
     };
 }
 
-guest_desc!(CPU, "container_cpu_usage_seconds_total", Kind::Counter, Unit::Seconds,
+guest_desc!(
+    CPU,
+    "container_cpu_usage_seconds_total",
+    Kind::Counter,
+    Unit::Seconds,
     &["container_id", "host_name", "type", "mode"],
-    Some(OtelName { name: "container.cpu.time", attributes: &["", "", "", "cpu.mode"], fixed: &[] }));
-guest_desc!(MEMORY, "container_memory_usage_bytes", Kind::Gauge, Unit::Bytes, GUEST,
-    Some(OtelName { name: "container.memory.usage", attributes: &[], fixed: &[] }));
-guest_desc!(WORKING_SET, "container_memory_working_set_bytes", Kind::Gauge, Unit::Bytes, GUEST,
-    Some(OtelName { name: "container.memory.working_set", attributes: &[], fixed: &[] }));
-guest_desc!(RX, "container_network_receive_bytes_total", Kind::Counter, Unit::Bytes,
+    Some(OtelName {
+        name: "container.cpu.time",
+        attributes: &["", "", "", "cpu.mode"],
+        fixed: &[]
+    })
+);
+guest_desc!(
+    MEMORY,
+    "container_memory_usage_bytes",
+    Kind::Gauge,
+    Unit::Bytes,
+    GUEST,
+    Some(OtelName {
+        name: "container.memory.usage",
+        attributes: &[],
+        fixed: &[]
+    })
+);
+guest_desc!(
+    WORKING_SET,
+    "container_memory_working_set_bytes",
+    Kind::Gauge,
+    Unit::Bytes,
+    GUEST,
+    Some(OtelName {
+        name: "container.memory.working_set",
+        attributes: &[],
+        fixed: &[]
+    })
+);
+guest_desc!(
+    RX,
+    "container_network_receive_bytes_total",
+    Kind::Counter,
+    Unit::Bytes,
     &["container_id", "host_name", "type", "interface"],
-    Some(OtelName { name: "container.network.io", attributes: &["", "", "", "network.interface.name"], fixed: &[("network.io.direction", "receive")] }));
-guest_desc!(TX, "container_network_transmit_bytes_total", Kind::Counter, Unit::Bytes,
+    Some(OtelName {
+        name: "container.network.io",
+        attributes: &["", "", "", "network.interface.name"],
+        fixed: &[("network.io.direction", "receive")]
+    })
+);
+guest_desc!(
+    TX,
+    "container_network_transmit_bytes_total",
+    Kind::Counter,
+    Unit::Bytes,
     &["container_id", "host_name", "type", "interface"],
-    Some(OtelName { name: "container.network.io", attributes: &["", "", "", "network.interface.name"], fixed: &[("network.io.direction", "transmit")] }));
-guest_desc!(RX_PACKETS, "container_network_receive_packets_total", Kind::Counter, Unit::Count("{packet}"),
-    &["container_id", "host_name", "type", "interface"], None);
-guest_desc!(TX_PACKETS, "container_network_transmit_packets_total", Kind::Counter, Unit::Count("{packet}"),
-    &["container_id", "host_name", "type", "interface"], None);
-guest_desc!(PSI_CPU, "container_pressure_cpu_waiting_seconds_total", Kind::Counter, Unit::Seconds, GUEST, None);
-guest_desc!(PSI_MEMORY, "container_pressure_memory_waiting_seconds_total", Kind::Counter, Unit::Seconds, GUEST, None);
-guest_desc!(PSI_IO, "container_pressure_io_waiting_seconds_total", Kind::Counter, Unit::Seconds, GUEST, None);
-guest_desc!(OOM, "container_oom_events_total", Kind::Counter, Unit::Count("{event}"), GUEST, None);
-guest_desc!(THROTTLED, "container_cpu_cfs_throttled_seconds_total", Kind::Counter, Unit::Seconds, GUEST, None);
-guest_desc!(INFO, "pve_guest_info", Kind::Info, Unit::Ratio, &["container_id", "host_name", "type", "template"], None);
-guest_desc!(PROCESSES, "container_processes", Kind::Gauge, Unit::Count("{process}"), GUEST, None);
+    Some(OtelName {
+        name: "container.network.io",
+        attributes: &["", "", "", "network.interface.name"],
+        fixed: &[("network.io.direction", "transmit")]
+    })
+);
+guest_desc!(
+    RX_PACKETS,
+    "container_network_receive_packets_total",
+    Kind::Counter,
+    Unit::Count("{packet}"),
+    &["container_id", "host_name", "type", "interface"],
+    None
+);
+guest_desc!(
+    TX_PACKETS,
+    "container_network_transmit_packets_total",
+    Kind::Counter,
+    Unit::Count("{packet}"),
+    &["container_id", "host_name", "type", "interface"],
+    None
+);
+guest_desc!(
+    PSI_CPU,
+    "container_pressure_cpu_waiting_seconds_total",
+    Kind::Counter,
+    Unit::Seconds,
+    GUEST,
+    None
+);
+guest_desc!(
+    PSI_MEMORY,
+    "container_pressure_memory_waiting_seconds_total",
+    Kind::Counter,
+    Unit::Seconds,
+    GUEST,
+    None
+);
+guest_desc!(
+    PSI_IO,
+    "container_pressure_io_waiting_seconds_total",
+    Kind::Counter,
+    Unit::Seconds,
+    GUEST,
+    None
+);
+guest_desc!(
+    OOM,
+    "container_oom_events_total",
+    Kind::Counter,
+    Unit::Count("{event}"),
+    GUEST,
+    None
+);
+guest_desc!(
+    THROTTLED,
+    "container_cpu_cfs_throttled_seconds_total",
+    Kind::Counter,
+    Unit::Seconds,
+    GUEST,
+    None
+);
+guest_desc!(
+    INFO,
+    "pve_guest_info",
+    Kind::Info,
+    Unit::Ratio,
+    &["container_id", "host_name", "type", "template"],
+    None
+);
+guest_desc!(
+    PROCESSES,
+    "container_processes",
+    Kind::Gauge,
+    Unit::Count("{process}"),
+    GUEST,
+    None
+);
 
 /// 500 guests x 20 series.
 fn snapshot() -> Snapshot {
@@ -77,7 +187,11 @@ fn snapshot() -> Snapshot {
         }
         b.push(&INFO, [g[0], g[1], g[2], "0"], 1.0);
     }
-    let identity = Identity { host_name: "pve1".into(), container_id: None, instance: "pve1".into() };
+    let identity = Identity {
+        host_name: "pve1".into(),
+        container_id: None,
+        instance: "pve1".into(),
+    };
     b.finish(Arc::new(identity), SystemTime::now(), 1)
 }
 
@@ -92,7 +206,11 @@ fn bench(c: &mut Criterion) {
     };
     let mut starts = StartTimes::new();
     let first = to_request(&snapshot, &mut starts, &template);
-    eprintln!("10,000 series: {} resources, {} bytes encoded", first.resource_metrics.len(), first.encoded_len());
+    eprintln!(
+        "10,000 series: {} resources, {} bytes encoded",
+        first.resource_metrics.len(),
+        first.encoded_len()
+    );
 
     c.bench_function("otlp_to_request_10k_series", |b| {
         b.iter(|| black_box(to_request(black_box(&snapshot), &mut starts, &template)))

@@ -518,6 +518,29 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_read_here_is_in_the_documented_table() {
+        let documented: Vec<_> = crate::config::VARIABLES.iter().map(|v| v.0).collect();
+        for variable in [
+            "OTEL_ENDPOINT",
+            "OTEL_INSECURE",
+            "OTEL_SERVICE_NAME",
+            "OTEL_SERVICE_VERSION",
+            "SERVICE_INSTANCE_ID",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ] {
+            assert_eq!(documented.iter().filter(|d| **d == variable).count(), 1, "{variable}");
+            // And envy maps it to a field: a set value must change the result or fail.
+            let set = raw(&[(variable, "\u{1}")]);
+            assert!(format!("{set:?}").contains("Some"), "{variable} is read");
+        }
+    }
+
+    #[test]
     fn defaults_follow_the_seed() {
         let c = ok(&[]);
         assert_eq!(c.endpoint, "http://localhost:4317");

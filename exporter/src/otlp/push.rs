@@ -257,11 +257,12 @@ pub async fn run(
     let mut retry_at: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        if in_flight.is_none() && retry_at.is_none() {
-            if let Some(batch) = pusher.queue.pop_front() {
-                let attempt = pusher.attempt(&batch);
-                in_flight = Some((batch, attempt));
-            }
+        if in_flight.is_none()
+            && retry_at.is_none()
+            && let Some(batch) = pusher.queue.pop_front()
+        {
+            let attempt = pusher.attempt(&batch);
+            in_flight = Some((batch, attempt));
         }
         let sleep_until = retry_at.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {

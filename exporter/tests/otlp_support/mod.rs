@@ -55,8 +55,13 @@ impl MetricsService for Service {
             return Err(Status::new(code, "scripted failure"));
         }
         let metadata = request.metadata().clone();
-        state.received.push(Received { request: request.into_inner(), metadata });
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+        state.received.push(Received {
+            request: request.into_inner(),
+            metadata,
+        });
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -79,7 +84,10 @@ impl Receiver {
     pub async fn start_on(addr: SocketAddr, script: Vec<Code>) -> Receiver {
         let incoming = TcpIncoming::bind(addr).expect("bind loopback receiver");
         let addr = incoming.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State { script: script.into(), ..Default::default() }));
+        let state = Arc::new(Mutex::new(State {
+            script: script.into(),
+            ..Default::default()
+        }));
         let service = MetricsServiceServer::new(Service(state.clone()))
             .accept_compressed(CompressionEncoding::Gzip);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -93,7 +101,12 @@ impl Receiver {
                 .await
                 .expect("receiver serves");
         });
-        Receiver { addr, state, stop: Some(stop), task: Some(task) }
+        Receiver {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Stops accepting and waits until the port is closed.
@@ -170,7 +183,12 @@ pub static CONTAINER_CPU: MetricDesc = MetricDesc {
     scope: Scope::Guest,
     otel: Some(OtelName {
         name: "container.cpu.time",
-        attributes: &["container.id", "container.name", "proxmox.guest.type", "cpu.mode"],
+        attributes: &[
+            "container.id",
+            "container.name",
+            "proxmox.guest.type",
+            "cpu.mode",
+        ],
         fixed: &[],
     }),
 };
@@ -182,7 +200,11 @@ pub static CONTAINER_MEMORY: MetricDesc = MetricDesc {
     unit: Unit::Bytes,
     labels: &["container_id", "host_name", "type"],
     scope: Scope::Guest,
-    otel: Some(OtelName { name: "container.memory.usage", attributes: &[], fixed: &[] }),
+    otel: Some(OtelName {
+        name: "container.memory.usage",
+        attributes: &[],
+        fixed: &[],
+    }),
 };
 
 pub static MEMORY_USAGE: MetricDesc = MetricDesc {
@@ -260,7 +282,11 @@ pub fn snapshot(sequence: u64, cpu: f64) -> Snapshot {
     b.push(&NETWORK_RX, ["eth0"], 1.0e6 + sequence as f64);
     b.push(&PROCESSES, [] as [&str; 0], 312.0);
     for (id, name) in [("101", "web"), ("102", "db")] {
-        let own = if id == "101" { cpu } else { 50.0 + sequence as f64 };
+        let own = if id == "101" {
+            cpu
+        } else {
+            50.0 + sequence as f64
+        };
         b.push(&CONTAINER_CPU, [id, name, "lxc", "user"], own);
         b.push(&CONTAINER_CPU, [id, name, "lxc", "system"], own / 2.0);
         b.push(&CONTAINER_MEMORY, [id, name, "lxc"], 2.5e8);
@@ -270,7 +296,11 @@ pub fn snapshot(sequence: u64, cpu: f64) -> Snapshot {
             &RUNQ,
             [id, name, "lxc"],
             Value::Histogram(Box::new(Histogram {
-                buckets: vec![(0.0001, 10 * sequence), (0.001, 15 * sequence), (0.01, 17 * sequence)],
+                buckets: vec![
+                    (0.0001, 10 * sequence),
+                    (0.001, 15 * sequence),
+                    (0.01, 17 * sequence),
+                ],
                 sum: 0.003 * sequence as f64,
                 count: 18 * sequence,
             })),
