@@ -174,7 +174,7 @@ fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 }
 
 /// Whether the OTLP export exists in this build. The OTLP issue flips this.
-pub const OTLP_AVAILABLE: bool = false;
+pub const OTLP_AVAILABLE: bool = true;
 
 /// Names accepted in ENABLED_COLLECTORS, with the seed's spellings as aliases.
 pub const COLLECTOR_ALIASES: &[(&str, &str)] =
