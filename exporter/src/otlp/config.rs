@@ -533,10 +533,24 @@ mod tests {
             "OTEL_EXPORTER_OTLP_COMPRESSION",
             "OTEL_RESOURCE_ATTRIBUTES",
         ] {
-            assert_eq!(documented.iter().filter(|d| **d == variable).count(), 1, "{variable}");
+            assert_eq!(
+                documented.iter().filter(|d| **d == variable).count(),
+                1,
+                "{variable}"
+            );
             // And envy maps it to a field: a set value must change the result or fail.
             let set = raw(&[(variable, "\u{1}")]);
             assert!(format!("{set:?}").contains("Some"), "{variable} is read");
+        }
+    }
+
+    #[test]
+    fn export_format_accepts_otlp_now_that_it_exists() {
+        for (given, expected) in [("otlp", "otlp"), ("prometheus,otlp", "prometheus,otlp")] {
+            let raw: crate::config::RawConfig =
+                envy::from_iter([("EXPORT_FORMAT".to_owned(), given.to_owned())]).unwrap();
+            let config = crate::config::validate(&raw, &[]).unwrap();
+            assert_eq!(config.export_format.as_str(), expected);
         }
     }
 
