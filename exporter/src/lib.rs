@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod otlp;
 pub mod parse;
 pub mod platform;
 pub mod promfile;

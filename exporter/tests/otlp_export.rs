@@ -1,0 +1,322 @@
+//! OTLP push end to end against an in-process receiver on 127.0.0.1: names, units,
+//! attributes and resources as specified, start times that hold across exports and restart on
+//! a counter reset, and values equal to the snapshot's (the values /metrics serves).
+
+mod otlp_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter::model::{Scope, Snapshot, Value};
+use metrics_exporter::otlp::convert::{otel_name, unix_nanos};
+use metrics_exporter::otlp::{OtlpHealth, run};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Metric, ResourceMetrics, metric, number_data_point,
+};
+use otlp_support::*;
+use tokio::sync::{oneshot, watch};
+
+fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    let value = attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    match value {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn resource_of<'a>(
+    request: &'a ExportMetricsServiceRequest,
+    container: Option<&str>,
+) -> &'a ResourceMetrics {
+    request
+        .resource_metrics
+        .iter()
+        .find(|r| attr(&r.resource.as_ref().unwrap().attributes, "container.id") == container)
+        .unwrap_or_else(|| panic!("no resource for container {container:?}"))
+}
+
+fn metric<'a>(resource: &'a ResourceMetrics, name: &str) -> &'a Metric {
+    resource.scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// (start, time, value) of the data point whose attribute `key` is `value` (or the only one).
+fn point(metric: &Metric, key: Option<(&str, &str)>) -> (u64, u64, f64) {
+    let points = match metric.data.as_ref().unwrap() {
+        metric::Data::Sum(s) => &s.data_points,
+        metric::Data::Gauge(g) => &g.data_points,
+        other => panic!("{}: not a number metric: {other:?}", metric.name),
+    };
+    let p = points
+        .iter()
+        .find(|p| key.is_none_or(|(k, v)| attr(&p.attributes, k) == Some(v)))
+        .unwrap_or_else(|| panic!("{}: no point {key:?}", metric.name));
+    let Some(number_data_point::Value::AsDouble(v)) = p.value else {
+        panic!("double")
+    };
+    (p.start_time_unix_nano, p.time_unix_nano, v)
+}
+
+struct Running {
+    publish: watch::Sender<Option<Arc<Snapshot>>>,
+    health: Arc<OtlpHealth>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(config: metrics_exporter::otlp::OtlpConfig) -> Running {
+        let (publish, snapshots) = watch::channel(None);
+        let health = Arc::new(OtlpHealth::new(&config.endpoint));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, snapshots, health.clone(), async {
+            let _ = stopped.await;
+        }));
+        let task = tokio::spawn(async move { task.await.unwrap().expect("pusher starts") });
+        Running {
+            publish,
+            health,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_names_units_resources_start_times_and_values() {
+    let receiver = Receiver::start().await;
+    let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
+
+    let mut sent = Vec::new();
+    for sequence in 1..=3 {
+        let snapshot = Arc::new(snapshot(sequence, 10.0 * sequence as f64));
+        sent.push(snapshot.clone());
+        exporter.publish.send_replace(Some(snapshot));
+        eventually("export delivered", || {
+            receiver.received().len() == sequence as usize
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received: Vec<_> = receiver.received().into_iter().map(|r| r.request).collect();
+
+    // Resources: the node, then one per guest with its identity.
+    let first = &received[0];
+    assert_eq!(first.resource_metrics.len(), 3);
+    let node = resource_of(first, None).resource.as_ref().unwrap();
+    assert_eq!(attr(&node.attributes, "service.name"), Some("otlp-test"));
+    assert_eq!(attr(&node.attributes, "service.version"), Some("9.9.9"));
+    assert_eq!(attr(&node.attributes, "service.instance.id"), Some("pve1"));
+    assert_eq!(attr(&node.attributes, "host.name"), Some("pve1"));
+    let web = resource_of(first, Some("101"));
+    let web_attrs = &web.resource.as_ref().unwrap().attributes;
+    assert_eq!(attr(web_attrs, "container.name"), Some("web"));
+    assert_eq!(attr(web_attrs, "host.name"), Some("pve1"));
+    assert_eq!(attr(web_attrs, "service.name"), Some("otlp-test"));
+    assert_eq!(
+        web.scope_metrics[0].scope.as_ref().unwrap().name,
+        "metrics-exporter"
+    );
+
+    // Names and units: semantic conventions where declared, project namespace otherwise.
+    let node_rm = resource_of(first, None);
+    for (name, unit) in [
+        ("system.memory.usage", "By"),
+        ("system.network.io", "By"),
+        ("node.processes_total", "{process}"),
+    ] {
+        assert_eq!(metric(node_rm, name).unit, unit, "{name}");
+    }
+    for (name, unit) in [
+        ("container.cpu.time", "s"),
+        ("container.memory.usage", "By"),
+        ("metrics_exporter.container.pressure_cpu_waiting", "s"),
+        ("proxmox.guest_info", "1"),
+        ("metrics_exporter.container.runqueue_latency", "s"),
+    ] {
+        assert_eq!(metric(web, name).unit, unit, "{name}");
+    }
+
+    // Attributes: declared names, fixed ones, and no guest identity on the points.
+    let rx = metric(node_rm, "system.network.io");
+    let Some(metric::Data::Sum(sum)) = &rx.data else {
+        panic!("sum")
+    };
+    assert!(sum.is_monotonic);
+    assert_eq!(
+        sum.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
+    assert_eq!(
+        attr(&sum.data_points[0].attributes, "network.interface.name"),
+        Some("eth0")
+    );
+    assert_eq!(
+        attr(&sum.data_points[0].attributes, "network.io.direction"),
+        Some("receive")
+    );
+    let mem = metric(node_rm, "system.memory.usage");
+    let Some(metric::Data::Gauge(gauge)) = &mem.data else {
+        panic!("gauge")
+    };
+    assert_eq!(
+        attr(&gauge.data_points[0].attributes, "system.memory.state"),
+        Some("used")
+    );
+    let cpu = metric(web, "container.cpu.time");
+    let Some(metric::Data::Sum(sum)) = &cpu.data else {
+        panic!("sum")
+    };
+    let keys: Vec<_> = sum.data_points[0]
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    assert_eq!(keys, ["cpu.mode"]);
+    let info = metric(web, "proxmox.guest_info");
+    assert!(matches!(info.data, Some(metric::Data::Gauge(_))));
+    let runq = metric(web, "metrics_exporter.container.runqueue_latency");
+    let Some(metric::Data::Histogram(h)) = &runq.data else {
+        panic!("histogram")
+    };
+    assert_eq!(
+        h.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
+    assert_eq!(h.data_points[0].explicit_bounds, [0.0001, 0.001, 0.01]);
+    assert_eq!(h.data_points[0].bucket_counts, [10, 5, 2, 1]);
+    assert_eq!(
+        (h.data_points[0].count, h.data_points[0].sum),
+        (18, Some(0.003))
+    );
+
+    // Start times: the first point is a reset point (start == time); later ones keep that
+    // start, which is then earlier than their sample time.
+    let starts: Vec<_> = received
+        .iter()
+        .map(|r| {
+            point(
+                metric(resource_of(r, Some("101")), "container.cpu.time"),
+                Some(("cpu.mode", "user")),
+            )
+        })
+        .collect();
+    assert_eq!(starts[0].0, starts[0].1);
+    for (i, (start, time, _)) in starts.iter().enumerate() {
+        assert_eq!(*start, starts[0].0, "export {i}: start time held");
+        assert_eq!(
+            *time,
+            unix_nanos(sent[i].timestamp),
+            "export {i}: sample time is the collection's"
+        );
+        if i > 0 {
+            assert!(start < time, "export {i}: start earlier than the sample");
+        }
+    }
+    let rx_starts: Vec<_> = received
+        .iter()
+        .map(|r| point(metric(resource_of(r, None), "system.network.io"), None).0)
+        .collect();
+    assert!(rx_starts.iter().all(|s| *s == rx_starts[0]));
+
+    // Values: every series of every snapshot arrives with the snapshot's value.
+    for (snapshot, request) in sent.iter().zip(&received) {
+        for family in &snapshot.families {
+            let name = otel_name(family.desc);
+            for sample in &family.samples {
+                let container = match family.desc.scope {
+                    Scope::Guest => Some(&*sample.labels[0]),
+                    Scope::Node => None,
+                };
+                let m = metric(resource_of(request, container), &name);
+                match &sample.value {
+                    Value::Number(expected) => {
+                        let key = family
+                            .desc
+                            .labels
+                            .iter()
+                            .position(|l| *l == "mode" || *l == "device")
+                            .map(|i| {
+                                let attribute = family.desc.otel.as_ref().unwrap().attributes[i];
+                                (attribute, &*sample.labels[i])
+                            });
+                        assert_eq!(point(m, key).2, *expected, "{name} {:?}", sample.labels);
+                    }
+                    Value::Histogram(expected) => {
+                        let Some(metric::Data::Histogram(h)) = &m.data else {
+                            panic!()
+                        };
+                        assert_eq!(h.data_points[0].count, expected.count);
+                        assert_eq!(h.data_points[0].sum, Some(expected.sum));
+                    }
+                }
+            }
+        }
+    }
+    assert!(exporter.health.is_healthy());
+    assert_eq!(exporter.health.status().exports_success, 3);
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_counter_reset_gets_a_new_start_time() {
+    let receiver = Receiver::start().await;
+    let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
+    // Guest 101 restarts between the second and third collection: its CPU counter falls.
+    for (sequence, cpu) in [(1, 500.0), (2, 510.0), (3, 2.0), (4, 3.0)] {
+        exporter
+            .publish
+            .send_replace(Some(Arc::new(snapshot(sequence, cpu))));
+        eventually("export delivered", || {
+            receiver.received().len() == sequence as usize
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let user = |r: &otlp_support::Received| {
+        point(
+            metric(resource_of(&r.request, Some("101")), "container.cpu.time"),
+            Some(("cpu.mode", "user")),
+        )
+    };
+    let other = |r: &otlp_support::Received| {
+        point(
+            metric(resource_of(&r.request, Some("102")), "container.cpu.time"),
+            Some(("cpu.mode", "user")),
+        )
+    };
+    let received = receiver.received();
+    let points: Vec<_> = received.iter().map(user).collect();
+    assert_eq!(points[0].0, points[1].0);
+    assert!(points[2].0 > points[1].0, "reset: new start");
+    assert_eq!(
+        points[2].0, points[2].1,
+        "the reset point starts at its own time"
+    );
+    assert_eq!(points[3].0, points[2].0, "the new start holds");
+    assert!(points[3].0 < points[3].1);
+    assert_eq!(
+        points.iter().map(|p| p.2).collect::<Vec<_>>(),
+        [500.0, 510.0, 2.0, 3.0]
+    );
+    // The other guest did not restart.
+    let others: Vec<_> = received.iter().map(other).collect();
+    assert!(others.iter().all(|p| p.0 == others[0].0));
+    exporter.shutdown().await;
+}
