@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use exporter::model::{
-    Identity, Kind, MetricDesc, OtelName, Scope, Snapshot, SnapshotBuilder, Unit,
-};
+use exporter::model::{Identity, Kind, MetricDesc, OtelName, Scope, Snapshot, SnapshotBuilder, Unit};
 use exporter::otlp::{ResourceTemplate, StartTimes, to_request};
 use prost::Message;
 

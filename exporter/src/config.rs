@@ -80,12 +80,32 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("PVE_PATH", "/etc/pve", "the Proxmox cluster filesystem"),
     ("EBPF", "auto", "auto, on or off"),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)", "OTLP gRPC collector URL (http:// or https://); wins over OTEL_ENDPOINT"),
-    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "(unset)", "OTLP gRPC collector URL for metrics; wins over OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_ENDPOINT"),
-    ("OTEL_EXPORTER_OTLP_HEADERS", "(none)", "key=value,... gRPC metadata sent with every export, values percent-encoded; never logged"),
-    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10000", "export timeout in milliseconds, 1 to 600000"),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "(unset)",
+        "OTLP gRPC collector URL (http:// or https://); wins over OTEL_ENDPOINT",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "(unset)",
+        "OTLP gRPC collector URL for metrics; wins over OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_ENDPOINT",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "(none)",
+        "key=value,... gRPC metadata sent with every export, values percent-encoded; never logged",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "10000",
+        "export timeout in milliseconds, 1 to 600000",
+    ),
     ("OTEL_EXPORTER_OTLP_COMPRESSION", "none", "gzip or none"),
-    ("OTEL_RESOURCE_ATTRIBUTES", "(none)", "key=value,... extra resource attributes, values percent-encoded; OTEL_SERVICE_NAME, OTEL_SERVICE_VERSION and SERVICE_INSTANCE_ID win over the same keys here"),
+    (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "(none)",
+        "key=value,... extra resource attributes, values percent-encoded; OTEL_SERVICE_NAME, OTEL_SERVICE_VERSION and SERVICE_INSTANCE_ID win over the same keys here",
+    ),
 ];
 
 /// The variables exactly as found in the environment.

@@ -30,6 +30,8 @@ pub struct Prepared {
     pub environment: Environment,
     pub enabled: Vec<&'static str>,
     pub engine: Engine,
+    /// Set when EXPORT_FORMAT includes otlp.
+    pub otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -54,6 +56,11 @@ pub fn init_logging(config: &Config) {
 
 /// Detects the platform and builds the collectors.
 pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    let otlp = if config.export_format.otlp {
+        Some(crate::otlp::config::from_env().map_err(|e| StartupConfigError(e.to_string()))?)
+    } else {
+        None
+    };
     if let Some(path) = &config.prometheus_file {
         promfile::check_target(path).map_err(|e| {
             StartupConfigError(format!(
@@ -124,6 +131,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         environment,
         enabled,
         engine,
+        otlp,
     })
 }
 
@@ -136,6 +144,7 @@ pub fn check_config_report(prepared: &Prepared) -> serde_json::Value {
         "identity_sources": prepared.identity_sources,
         "cgroup_path": prepared.environment.cgroup_path,
         "enabled_collectors": prepared.enabled,
+        "otlp": prepared.otlp,
     })
 }
 
@@ -155,6 +164,7 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         identity_sources,
         enabled,
         mut engine,
+        otlp,
         ..
     } = prepared;
     let address = std::net::SocketAddr::new(config.listen_address, config.metrics_port);
@@ -169,6 +179,13 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
     if let Some(file) = &file {
         components.push(Arc::clone(file) as Arc<dyn Component>);
         engine.add_self_metrics(Arc::clone(file) as Arc<dyn crate::engine::SelfMetrics>);
+    }
+    let otlp_health = otlp
+        .as_ref()
+        .map(|c| Arc::new(crate::otlp::OtlpHealth::new(c.endpoint.clone())));
+    if let Some(health) = &otlp_health {
+        components.push(Arc::clone(health) as Arc<dyn Component>);
+        engine.add_self_metrics(Arc::clone(health) as Arc<dyn crate::engine::SelfMetrics>);
     }
     let notes = engine.notes();
     let platform: Platform = detection.platform;
@@ -190,6 +207,15 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         interval_seconds = app.config.collection_interval.as_secs(),
         "metrics-exporter started"
     );
+    let otlp_task = match (otlp, otlp_health) {
+        (Some(otlp_config), Some(health)) => {
+            let snapshots = service::subscribe_snapshots(&handles);
+            let mut stop = stop_rx.clone();
+            let shutdown = async move { service::stopped(&mut stop).await };
+            Some(tokio::spawn(crate::otlp::run(otlp_config, snapshots, health, shutdown)))
+        }
+        _ => None,
+    };
     let collection_loop = tokio::spawn(service::run_loop(
         engine,
         Arc::clone(&app),
@@ -208,6 +234,13 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = collection_loop.await;
+    if let Some(task) = otlp_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the OTLP exporter failed"),
+            Err(e) => tracing::error!(error = %e, "the OTLP exporter task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

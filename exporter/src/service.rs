@@ -83,6 +83,24 @@ impl Component for FileOutput {
     }
 }
 
+impl Component for crate::otlp::OtlpHealth {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+    fn healthy(&self) -> Option<bool> {
+        Some(self.is_healthy())
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.status()).unwrap_or_default()
+    }
+}
+
+impl crate::engine::SelfMetrics for crate::otlp::OtlpHealth {
+    fn add(&self, out: &mut crate::model::SnapshotBuilder) {
+        self.add_self_metrics(out);
+    }
+}
+
 /// Counters about collections, updated by the loop.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
@@ -153,6 +171,8 @@ impl App {
 #[derive(Debug)]
 pub struct LoopHandles {
     publisher: watch::Sender<Option<Arc<Published>>>,
+    /// The bare snapshots, for outputs that encode on their own (OTLP).
+    snapshots: watch::Sender<Option<Arc<crate::model::Snapshot>>>,
     requests: mpsc::Receiver<oneshot::Sender<Arc<Published>>>,
 }
 
@@ -185,12 +205,20 @@ pub fn new_app(parts: AppParts, components: Vec<Arc<dyn Component>>) -> (Arc<App
         latest,
         requests: request_tx,
     });
-    (app, LoopHandles { publisher, requests })
+    let (snapshots, _) = watch::channel(None);
+    (
+        app,
+        LoopHandles {
+            publisher,
+            snapshots,
+            requests,
+        },
+    )
 }
 
-/// Subscribes to published collections (for the OTLP pusher).
-pub fn subscribe(handles: &LoopHandles) -> watch::Receiver<Option<Arc<Published>>> {
-    handles.publisher.subscribe()
+/// Subscribes to published snapshots (for the OTLP pusher).
+pub fn subscribe_snapshots(handles: &LoopHandles) -> watch::Receiver<Option<Arc<crate::model::Snapshot>>> {
+    handles.snapshots.subscribe()
 }
 
 /// Runs collections until `shutdown` turns true. Returns the engine (for tests).
@@ -203,6 +231,7 @@ pub async fn run_loop(
 ) -> Engine {
     let LoopHandles {
         publisher,
+        snapshots,
         mut requests,
     } = handles;
     let mut ticker = tokio::time::interval(app.config.collection_interval);
@@ -254,6 +283,7 @@ pub async fn run_loop(
             "collection finished"
         );
         publisher.send_replace(Some(Arc::clone(&published)));
+        snapshots.send_replace(Some(Arc::clone(&published.collection.snapshot)));
         for waiter in waiters {
             let _ = waiter.send(Arc::clone(&published));
         }

@@ -32,10 +32,7 @@ fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
-fn resource_of<'a>(
-    request: &'a ExportMetricsServiceRequest,
-    container: Option<&str>,
-) -> &'a ResourceMetrics {
+fn resource_of<'a>(request: &'a ExportMetricsServiceRequest, container: Option<&str>) -> &'a ResourceMetrics {
     request
         .resource_metrics
         .iter()
@@ -108,10 +105,7 @@ async fn otlp_names_units_resources_start_times_and_values() {
         let snapshot = Arc::new(snapshot(sequence, 10.0 * sequence as f64));
         sent.push(snapshot.clone());
         exporter.publish.send_replace(Some(snapshot));
-        eventually("export delivered", || {
-            receiver.received().len() == sequence as usize
-        })
-        .await;
+        eventually("export delivered", || receiver.received().len() == sequence as usize).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let received: Vec<_> = receiver.received().into_iter().map(|r| r.request).collect();
@@ -129,10 +123,7 @@ async fn otlp_names_units_resources_start_times_and_values() {
     assert_eq!(attr(web_attrs, "container.name"), Some("web"));
     assert_eq!(attr(web_attrs, "host.name"), Some("pve1"));
     assert_eq!(attr(web_attrs, "service.name"), Some("otlp-test"));
-    assert_eq!(
-        web.scope_metrics[0].scope.as_ref().unwrap().name,
-        "metrics-exporter"
-    );
+    assert_eq!(web.scope_metrics[0].scope.as_ref().unwrap().name, "metrics-exporter");
 
     // Names and units: semantic conventions where declared, project namespace otherwise.
     let node_rm = resource_of(first, None);
@@ -159,10 +150,7 @@ async fn otlp_names_units_resources_start_times_and_values() {
         panic!("sum")
     };
     assert!(sum.is_monotonic);
-    assert_eq!(
-        sum.aggregation_temporality,
-        AggregationTemporality::Cumulative as i32
-    );
+    assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
     assert_eq!(
         attr(&sum.data_points[0].attributes, "network.interface.name"),
         Some("eth0")
@@ -183,11 +171,7 @@ async fn otlp_names_units_resources_start_times_and_values() {
     let Some(metric::Data::Sum(sum)) = &cpu.data else {
         panic!("sum")
     };
-    let keys: Vec<_> = sum.data_points[0]
-        .attributes
-        .iter()
-        .map(|a| a.key.as_str())
-        .collect();
+    let keys: Vec<_> = sum.data_points[0].attributes.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, ["cpu.mode"]);
     let info = metric(web, "proxmox.guest_info");
     assert!(matches!(info.data, Some(metric::Data::Gauge(_))));
@@ -195,16 +179,10 @@ async fn otlp_names_units_resources_start_times_and_values() {
     let Some(metric::Data::Histogram(h)) = &runq.data else {
         panic!("histogram")
     };
-    assert_eq!(
-        h.aggregation_temporality,
-        AggregationTemporality::Cumulative as i32
-    );
+    assert_eq!(h.aggregation_temporality, AggregationTemporality::Cumulative as i32);
     assert_eq!(h.data_points[0].explicit_bounds, [0.0001, 0.001, 0.01]);
     assert_eq!(h.data_points[0].bucket_counts, [10, 5, 2, 1]);
-    assert_eq!(
-        (h.data_points[0].count, h.data_points[0].sum),
-        (18, Some(0.003))
-    );
+    assert_eq!((h.data_points[0].count, h.data_points[0].sum), (18, Some(0.003)));
 
     // Start times: the first point is a reset point (start == time); later ones keep that
     // start, which is then earlier than their sample time.
@@ -280,13 +258,8 @@ async fn otlp_counter_reset_gets_a_new_start_time() {
     let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
     // Guest 101 restarts between the second and third collection: its CPU counter falls.
     for (sequence, cpu) in [(1, 500.0), (2, 510.0), (3, 2.0), (4, 3.0)] {
-        exporter
-            .publish
-            .send_replace(Some(Arc::new(snapshot(sequence, cpu))));
-        eventually("export delivered", || {
-            receiver.received().len() == sequence as usize
-        })
-        .await;
+        exporter.publish.send_replace(Some(Arc::new(snapshot(sequence, cpu))));
+        eventually("export delivered", || receiver.received().len() == sequence as usize).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let user = |r: &otlp_support::Received| {
@@ -305,16 +278,10 @@ async fn otlp_counter_reset_gets_a_new_start_time() {
     let points: Vec<_> = received.iter().map(user).collect();
     assert_eq!(points[0].0, points[1].0);
     assert!(points[2].0 > points[1].0, "reset: new start");
-    assert_eq!(
-        points[2].0, points[2].1,
-        "the reset point starts at its own time"
-    );
+    assert_eq!(points[2].0, points[2].1, "the reset point starts at its own time");
     assert_eq!(points[3].0, points[2].0, "the new start holds");
     assert!(points[3].0 < points[3].1);
-    assert_eq!(
-        points.iter().map(|p| p.2).collect::<Vec<_>>(),
-        [500.0, 510.0, 2.0, 3.0]
-    );
+    assert_eq!(points.iter().map(|p| p.2).collect::<Vec<_>>(), [500.0, 510.0, 2.0, 3.0]);
     // The other guest did not restart.
     let others: Vec<_> = received.iter().map(other).collect();
     assert!(others.iter().all(|p| p.0 == others[0].0));

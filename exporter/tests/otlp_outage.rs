@@ -94,11 +94,7 @@ async fn otlp_recovers_by_itself_after_an_outage_with_a_bounded_queue() {
         "10 collections, room for 3 + 1 in flight: {during:?}"
     );
     assert!(
-        during
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("Unavailable"),
+        during.last_error.as_deref().unwrap().contains("Unavailable"),
         "{during:?}"
     );
     assert_eq!(during.last_success_unix_seconds, None);
@@ -122,73 +118,48 @@ async fn otlp_recovers_by_itself_after_an_outage_with_a_bounded_queue() {
     // Delivered in collection order; what was still queued arrives, the rest was counted.
     let delivered: Vec<u64> = receiver.received().iter().map(sequence_of).collect();
     assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
-    assert!(
-        delivered.iter().filter(|s| **s <= 10).count() <= 4,
-        "{delivered:?}"
-    );
+    assert!(delivered.iter().filter(|s| **s <= 10).count() <= 4, "{delivered:?}");
     let published = sequence;
     let status = exporter.health.status();
-    assert!(
-        delivered.len() as u64 + status.dropped_batches + status.queued_batches as u64 <= published
-    );
+    assert!(delivered.len() as u64 + status.dropped_batches + status.queued_batches as u64 <= published);
 
     // The self metrics say the same.
     let mut b = SnapshotBuilder::new();
     exporter.health.add_self_metrics(&mut b);
     let own = b.finish(Arc::default(), std::time::SystemTime::now(), 1);
     let dropped = &own.family(DROPPED.name).unwrap().samples[0].value;
-    assert!(
-        matches!(dropped, Value::Number(n) if *n >= 6.0),
-        "{dropped:?}"
-    );
+    assert!(matches!(dropped, Value::Number(n) if *n >= 6.0), "{dropped:?}");
     assert!(own.family(LAST_SUCCESS.name).is_some());
     let exports = own.family(EXPORTS.name).unwrap();
-    let success = exports
-        .samples
-        .iter()
-        .find(|s| &*s.labels[0] == "success")
-        .unwrap();
+    let success = exports.samples.iter().find(|s| &*s.labels[0] == "success").unwrap();
     assert!(matches!(success.value, Value::Number(n) if n >= 1.0));
     exporter.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_retries_through_unavailable() {
-    let receiver =
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), vec![Code::Unavailable; 3]).await;
+    let receiver = Receiver::start_on("127.0.0.1:0".parse().unwrap(), vec![Code::Unavailable; 3]).await;
     let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
     exporter.publish(1);
     eventually("delivered after retries", || receiver.received().len() == 1).await;
     let status = exporter.health.status();
     assert_eq!(receiver.calls(), 4);
     assert_eq!(
-        (
-            status.exports_retryable,
-            status.exports_success,
-            status.dropped_batches
-        ),
+        (status.exports_retryable, status.exports_success, status.dropped_batches),
         (3, 1, 0)
     );
     assert!(status.healthy);
     assert!(status.last_error.unwrap().contains("Unavailable"));
-    assert_eq!(
-        sequence_of(&receiver.received()[0]),
-        1,
-        "the same batch, retried"
-    );
+    assert_eq!(sequence_of(&receiver.received()[0]), 1, "the same batch, retried");
     exporter.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_permanent_rejection_drops_the_batch_and_the_next_one_recovers() {
-    let receiver =
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), vec![Code::InvalidArgument]).await;
+    let receiver = Receiver::start_on("127.0.0.1:0".parse().unwrap(), vec![Code::InvalidArgument]).await;
     let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
     exporter.publish(1);
-    eventually("rejected", || {
-        exporter.health.status().exports_rejected == 1
-    })
-    .await;
+    eventually("rejected", || exporter.health.status().exports_rejected == 1).await;
     assert!(!exporter.health.is_healthy());
     assert_eq!(exporter.health.status().dropped_batches, 1);
     assert_eq!(receiver.calls(), 1, "not retried");

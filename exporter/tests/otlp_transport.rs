@@ -14,14 +14,10 @@ use tokio::sync::{oneshot, watch};
 async fn otlp_headers_and_gzip_reach_the_receiver() {
     let receiver = Receiver::start().await;
     let config = config(&format!("http://{}", receiver.endpoint()), |raw| {
-        raw.otel_exporter_otlp_headers =
-            Some("Authorization=Bearer%20t0ken, X-Scope-OrgID=tenant-a".into());
+        raw.otel_exporter_otlp_headers = Some("Authorization=Bearer%20t0ken, X-Scope-OrgID=tenant-a".into());
         raw.otel_exporter_otlp_compression = Some("gzip".into());
     });
-    assert!(
-        !format!("{config:?}").contains("t0ken"),
-        "credentials never in Debug"
-    );
+    assert!(!format!("{config:?}").contains("t0ken"), "credentials never in Debug");
     let (publish, snapshots) = watch::channel(None);
     let health = Arc::new(OtlpHealth::new(&config.endpoint));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -32,22 +28,10 @@ async fn otlp_headers_and_gzip_reach_the_receiver() {
     eventually("delivered", || receiver.received().len() == 1).await;
 
     let metadata = &receiver.received()[0].metadata;
-    assert_eq!(
-        metadata.get("authorization").unwrap().to_str().unwrap(),
-        "Bearer t0ken"
-    );
-    assert_eq!(
-        metadata.get("x-scope-orgid").unwrap().to_str().unwrap(),
-        "tenant-a"
-    );
-    assert_eq!(
-        metadata.get("grpc-encoding").unwrap().to_str().unwrap(),
-        "gzip"
-    );
-    assert!(
-        metadata.get("grpc-timeout").is_some(),
-        "the deadline is sent"
-    );
+    assert_eq!(metadata.get("authorization").unwrap().to_str().unwrap(), "Bearer t0ken");
+    assert_eq!(metadata.get("x-scope-orgid").unwrap().to_str().unwrap(), "tenant-a");
+    assert_eq!(metadata.get("grpc-encoding").unwrap().to_str().unwrap(), "gzip");
+    assert!(metadata.get("grpc-timeout").is_some(), "the deadline is sent");
     assert!(!format!("{:?}", health.status()).contains("t0ken"));
     let _ = stop.send(());
     task.await.unwrap().unwrap();
@@ -57,9 +41,7 @@ async fn otlp_headers_and_gzip_reach_the_receiver() {
 fn otlp_invalid_endpoint_and_header_values_are_start_up_errors_naming_the_variable() {
     type Case = (&'static str, fn(&mut OtlpRaw));
     let cases: [Case; 5] = [
-        ("OTEL_ENDPOINT", |r| {
-            r.otel_endpoint = Some("collector:port".into())
-        }),
+        ("OTEL_ENDPOINT", |r| r.otel_endpoint = Some("collector:port".into())),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", |r| {
             r.otel_exporter_otlp_endpoint = Some("ftp://collector:4317".into())
         }),

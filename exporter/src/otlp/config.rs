@@ -62,29 +62,17 @@ impl fmt::Debug for OtlpRaw {
             .field("otel_service_name", &self.otel_service_name)
             .field("otel_service_version", &self.otel_service_version)
             .field("service_instance_id", &self.service_instance_id)
-            .field(
-                "otel_exporter_otlp_endpoint",
-                &self.otel_exporter_otlp_endpoint,
-            )
+            .field("otel_exporter_otlp_endpoint", &self.otel_exporter_otlp_endpoint)
             .field(
                 "otel_exporter_otlp_metrics_endpoint",
                 &self.otel_exporter_otlp_metrics_endpoint,
             )
             .field(
                 "otel_exporter_otlp_headers",
-                &self
-                    .otel_exporter_otlp_headers
-                    .as_ref()
-                    .map(|_| "<redacted>"),
+                &self.otel_exporter_otlp_headers.as_ref().map(|_| "<redacted>"),
             )
-            .field(
-                "otel_exporter_otlp_timeout",
-                &self.otel_exporter_otlp_timeout,
-            )
-            .field(
-                "otel_exporter_otlp_compression",
-                &self.otel_exporter_otlp_compression,
-            )
+            .field("otel_exporter_otlp_timeout", &self.otel_exporter_otlp_timeout)
+            .field("otel_exporter_otlp_compression", &self.otel_exporter_otlp_compression)
             .field("otel_resource_attributes", &self.otel_resource_attributes)
             .finish()
     }
@@ -163,9 +151,7 @@ impl Headers {
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.names().map(|n| (n, "<redacted>")))
-            .finish()
+        f.debug_map().entries(self.names().map(|n| (n, "<redacted>"))).finish()
     }
 }
 
@@ -312,8 +298,7 @@ pub fn validate(raw: &OtlpRaw) -> Result<OtlpConfig, ConfigError> {
     let service_version = text("OTEL_SERVICE_VERSION", &raw.otel_service_version)?
         .or(from_attributes_version)
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
-    let service_instance_id =
-        text("SERVICE_INSTANCE_ID", &raw.service_instance_id)?.or(from_attributes_instance);
+    let service_instance_id = text("SERVICE_INSTANCE_ID", &raw.service_instance_id)?.or(from_attributes_instance);
 
     Ok(OtlpConfig {
         endpoint,
@@ -334,11 +319,7 @@ pub fn validate(raw: &OtlpRaw) -> Result<OtlpConfig, ConfigError> {
 
 /// `host:port`, `[v6]:port`, `host` (port 4317) or the same with `http://` / `https://`.
 /// Returns the normalized URI and whether TLS is used.
-fn parse_endpoint(
-    variable: &str,
-    value: &str,
-    explicit_insecure: Option<bool>,
-) -> Result<(String, bool), ConfigError> {
+fn parse_endpoint(variable: &str, value: &str, explicit_insecure: Option<bool>) -> Result<(String, bool), ConfigError> {
     const ACCEPTED: &str = "host:port, [ipv6]:port, or http:// / https:// followed by host[:port] \
         (OTLP/gRPC: no path, no user:password@; credentials go in OTEL_EXPORTER_OTLP_HEADERS)";
     let (scheme, rest) = match value.split_once("://") {
@@ -360,17 +341,12 @@ fn parse_endpoint(
         (None, insecure) => !insecure.unwrap_or(true),
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty()
-        || authority.contains(['/', '?', '#', '@'])
-        || authority.chars().any(char::is_whitespace)
-    {
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
         return Err(invalid(variable, value, ACCEPTED));
     }
     // Split off the port: an IPv6 literal is bracketed, so its colons are not a port.
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| invalid(variable, value, ACCEPTED))?;
+        let (host, after) = v6.split_once(']').ok_or_else(|| invalid(variable, value, ACCEPTED))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(invalid(variable, value, ACCEPTED));
         }
@@ -378,10 +354,7 @@ fn parse_endpoint(
             "" => (format!("[{host}]"), None),
             p => (
                 format!("[{host}]"),
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| invalid(variable, value, ACCEPTED))?,
-                ),
+                Some(p.strip_prefix(':').ok_or_else(|| invalid(variable, value, ACCEPTED))?),
             ),
         }
     } else {
@@ -448,10 +421,9 @@ fn parse_headers(value: &str) -> Result<Headers, ConfigError> {
             return Err(at("reserved or empty key"));
         }
         let key = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|_| at("invalid key"))?;
-        let decoded =
-            percent_decode(raw_value.trim()).ok_or_else(|| at("invalid percent-encoding"))?;
-        let mut value = AsciiMetadataValue::try_from(decoded.as_str())
-            .map_err(|_| at("value is not printable ASCII"))?;
+        let decoded = percent_decode(raw_value.trim()).ok_or_else(|| at("invalid percent-encoding"))?;
+        let mut value =
+            AsciiMetadataValue::try_from(decoded.as_str()).map_err(|_| at("value is not printable ASCII"))?;
         value.set_sensitive(true);
         headers.push((key, value));
     }
@@ -461,16 +433,12 @@ fn parse_headers(value: &str) -> Result<Headers, ConfigError> {
 /// `key=value,...` with percent-encoded values, as in the OpenTelemetry resource SDK spec.
 fn parse_resource_attributes(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
     const VARIABLE: &str = "OTEL_RESOURCE_ATTRIBUTES";
-    const ACCEPTED: &str =
-        "comma-separated key=value pairs with a non-empty key and percent-encoded values";
+    const ACCEPTED: &str = "comma-separated key=value pairs with a non-empty key and percent-encoded values";
     let mut attributes = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, raw_value) = pair
-            .split_once('=')
-            .ok_or_else(|| invalid(VARIABLE, value, ACCEPTED))?;
+        let (key, raw_value) = pair.split_once('=').ok_or_else(|| invalid(VARIABLE, value, ACCEPTED))?;
         let key = key.trim();
-        let decoded =
-            percent_decode(raw_value.trim()).ok_or_else(|| invalid(VARIABLE, value, ACCEPTED))?;
+        let decoded = percent_decode(raw_value.trim()).ok_or_else(|| invalid(VARIABLE, value, ACCEPTED))?;
         if key.is_empty()
             || key.chars().any(|c| c.is_control() || c.is_whitespace())
             || decoded.chars().any(char::is_control)
@@ -533,11 +501,7 @@ mod tests {
             "OTEL_EXPORTER_OTLP_COMPRESSION",
             "OTEL_RESOURCE_ATTRIBUTES",
         ] {
-            assert_eq!(
-                documented.iter().filter(|d| **d == variable).count(),
-                1,
-                "{variable}"
-            );
+            assert_eq!(documented.iter().filter(|d| **d == variable).count(), 1, "{variable}");
             // And envy maps it to a field: a set value must change the result or fail.
             let set = raw(&[(variable, "\u{1}")]);
             assert!(format!("{set:?}").contains("Some"), "{variable} is read");
@@ -577,25 +541,15 @@ mod tests {
             ("[::1]:4317", "http://[::1]:4317", false),
             ("[::1]", "http://[::1]:4317", false),
             ("http://collector:4317/", "http://collector:4317", false),
-            (
-                "HTTPS://otel.example.org",
-                "https://otel.example.org:443",
-                true,
-            ),
+            ("HTTPS://otel.example.org", "https://otel.example.org:443", true),
         ];
         for (given, expected, tls) in cases {
             let c = ok(&[("OTEL_ENDPOINT", given)]);
             assert_eq!((c.endpoint.as_str(), c.tls), (expected, tls), "{given}");
             assert_eq!(c.endpoint_source, EndpointSource::SeedEndpoint);
         }
-        let c = ok(&[
-            ("OTEL_ENDPOINT", "collector:4317"),
-            ("OTEL_INSECURE", "false"),
-        ]);
-        assert_eq!(
-            (c.endpoint.as_str(), c.tls),
-            ("https://collector:4317", true)
-        );
+        let c = ok(&[("OTEL_ENDPOINT", "collector:4317"), ("OTEL_INSECURE", "false")]);
+        assert_eq!((c.endpoint.as_str(), c.tls), ("https://collector:4317", true));
     }
 
     #[test]
@@ -628,33 +582,21 @@ mod tests {
             ("OTEL_ENDPOINT", "grpc://collector:4317"),
             ("OTEL_ENDPOINT", "::1:4317"),
             ("OTEL_ENDPOINT", "user:secret@collector:4317"),
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "http://collector:4318/v1/metrics",
-            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/v1/metrics"),
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://"),
-            (
-                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-                "http://bad host:4317",
-            ),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://bad host:4317"),
         ] {
             let e = err(&[(variable, value)]);
             assert_eq!(e.variable, variable, "{value}");
             assert_eq!(e.value, value);
-            assert!(
-                e.to_string().starts_with(&format!("invalid {variable}=")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("invalid {variable}=")), "{e}");
             assert!(!e.to_string().contains('\n'));
         }
     }
 
     #[test]
     fn a_scheme_contradicting_an_explicit_otel_insecure_is_an_error() {
-        let e = err(&[
-            ("OTEL_ENDPOINT", "https://c:4317"),
-            ("OTEL_INSECURE", "true"),
-        ]);
+        let e = err(&[("OTEL_ENDPOINT", "https://c:4317"), ("OTEL_INSECURE", "true")]);
         assert_eq!(e.variable, "OTEL_ENDPOINT");
         assert!(e.accepted.contains("OTEL_INSECURE"));
         let e = err(&[
@@ -676,17 +618,11 @@ mod tests {
         assert_eq!(names, ["authorization", "x-scope-orgid"]);
         let mut map = MetadataMap::new();
         c.headers.apply(&mut map);
-        assert_eq!(
-            map.get("authorization").unwrap().to_str().unwrap(),
-            "Bearer s3cr3t"
-        );
+        assert_eq!(map.get("authorization").unwrap().to_str().unwrap(), "Bearer s3cr3t");
         let debug = format!("{c:?}");
         let json = serde_json::to_string(&c).unwrap();
         for shown in [&debug, &json] {
-            assert!(
-                !shown.contains("s3cr3t") && !shown.contains("tenant1"),
-                "{shown}"
-            );
+            assert!(!shown.contains("s3cr3t") && !shown.contains("tenant1"), "{shown}");
             assert!(shown.contains("authorization"), "{shown}");
         }
         let raw_debug = format!("{:?}", raw(&[("OTEL_EXPORTER_OTLP_HEADERS", "a=s3cr3t")]));

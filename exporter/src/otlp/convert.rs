@@ -46,8 +46,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_semantic_conventions::attribute as semconv;
@@ -97,9 +97,7 @@ impl ResourceTemplate {
             kv(semconv::SERVICE_VERSION, &self.service_version),
             kv(
                 semconv::SERVICE_INSTANCE_ID,
-                self.service_instance_id
-                    .as_deref()
-                    .unwrap_or(&identity.instance),
+                self.service_instance_id.as_deref().unwrap_or(&identity.instance),
             ),
         ];
         let mut detected = Vec::new();
@@ -316,13 +314,10 @@ fn push_point(
     match (metric.data.as_mut(), &sample.value) {
         (Some(metric::Data::Sum(sum)), Value::Number(v)) => {
             let start = starts.observe(desc.name, &sample.labels, *v, time);
-            sum.data_points
-                .push(number_point(attributes, start, time, *v));
+            sum.data_points.push(number_point(attributes, start, time, *v));
         }
         (Some(metric::Data::Gauge(gauge)), Value::Number(v)) => {
-            gauge
-                .data_points
-                .push(number_point(attributes, 0, time, *v));
+            gauge.data_points.push(number_point(attributes, 0, time, *v));
         }
         (Some(metric::Data::Histogram(histogram)), Value::Histogram(h)) => {
             let start = starts.observe(desc.name, &sample.labels, h.count as f64, time);
@@ -346,11 +341,7 @@ fn push_point(
         }
         // A histogram value in a number family or the reverse is a collector bug; sending
         // a made-up conversion would be worse than leaving the sample out.
-        _ => debug_assert!(
-            false,
-            "{}: value does not match kind {:?}",
-            desc.name, desc.kind
-        ),
+        _ => debug_assert!(false, "{}: value does not match kind {:?}", desc.name, desc.kind),
     }
 }
 
@@ -439,8 +430,7 @@ pub fn to_request(
                     GUEST_LABELS.map(|(label, _)| desc.labels.iter().position(|l| *l == label));
                 let skip: Vec<usize> = positions.iter().flatten().copied().collect();
                 for sample in &family.samples {
-                    let key = positions
-                        .map(|p| p.map_or_else(|| empty.clone(), |i| sample.labels[i].clone()));
+                    let key = positions.map(|p| p.map_or_else(|| empty.clone(), |i| sample.labels[i].clone()));
                     let slot = match guest_index.get(&key) {
                         Some(slot) => *slot,
                         None => {
@@ -504,12 +494,7 @@ mod tests {
         scope: Scope::Guest,
         otel: Some(OtelName {
             name: "container.cpu.time",
-            attributes: &[
-                "container.id",
-                "container.name",
-                "proxmox.guest.type",
-                "cpu.mode",
-            ],
+            attributes: &["container.id", "container.name", "proxmox.guest.type", "cpu.mode"],
             fixed: &[],
         }),
     };
@@ -574,27 +559,17 @@ mod tests {
             container_id: None,
             instance: "pve1".into(),
         };
-        b.finish(
-            Arc::new(identity),
-            UNIX_EPOCH + Duration::from_secs(secs),
-            secs,
-        )
+        b.finish(Arc::new(identity), UNIX_EPOCH + Duration::from_secs(secs), secs)
     }
 
     fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-        attributes
-            .iter()
-            .find(|a| a.key == key)
-            .and_then(string_value)
+        attributes.iter().find(|a| a.key == key).and_then(string_value)
     }
 
     #[test]
     fn derived_names() {
         assert_eq!(otel_name(&PSI), "node.pressure_cpu_waiting");
-        assert_eq!(
-            otel_name(&LAT),
-            "metrics_exporter.container.runqueue_latency"
-        );
+        assert_eq!(otel_name(&LAT), "metrics_exporter.container.runqueue_latency");
         assert_eq!(otel_name(&CPU), "container.cpu.time");
         let info = MetricDesc {
             name: "pve_guest_info",
@@ -636,10 +611,7 @@ mod tests {
         assert_eq!(attr(&node.attributes, "service.name"), Some("svc"));
         assert_eq!(attr(&node.attributes, "service.instance.id"), Some("pve1"));
         assert_eq!(attr(&node.attributes, "host.name"), Some("pve1"));
-        assert_eq!(
-            attr(&node.attributes, "deployment.environment.name"),
-            Some("test")
-        );
+        assert_eq!(attr(&node.attributes, "deployment.environment.name"), Some("test"));
         assert_eq!(attr(&node.attributes, "container.id"), None);
         let guest = request.resource_metrics[1].resource.as_ref().unwrap();
         assert_eq!(attr(&guest.attributes, "container.id"), Some("101"));
@@ -650,10 +622,7 @@ mod tests {
         let names: Vec<_> = metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "container.cpu.time",
-                "metrics_exporter.container.runqueue_latency"
-            ]
+            ["container.cpu.time", "metrics_exporter.container.runqueue_latency"]
         );
         let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
             panic!()
@@ -665,24 +634,15 @@ mod tests {
             1,
             "guest labels went to the resource"
         );
-        assert_eq!(
-            attr(&sum.data_points[0].attributes, "cpu.mode"),
-            Some("user")
-        );
-        assert_eq!(
-            sum.data_points[0].value,
-            Some(number_data_point::Value::AsDouble(10.0))
-        );
+        assert_eq!(attr(&sum.data_points[0].attributes, "cpu.mode"), Some("user"));
+        assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(10.0)));
         let Some(metric::Data::Histogram(h)) = &metrics[1].data else {
             panic!()
         };
         assert_eq!(h.data_points[0].explicit_bounds, [0.001, 0.01]);
         assert_eq!(h.data_points[0].bucket_counts, [3, 2, 1]);
         let rx = &request.resource_metrics[0].scope_metrics[0].metrics[1];
-        assert_eq!(
-            (rx.name.as_str(), rx.unit.as_str()),
-            ("system.network.io", "By")
-        );
+        assert_eq!((rx.name.as_str(), rx.unit.as_str()), ("system.network.io", "By"));
         let Some(metric::Data::Sum(sum)) = &rx.data else {
             panic!()
         };
@@ -692,9 +652,7 @@ mod tests {
     }
 
     fn cpu_start(request: &ExportMetricsServiceRequest) -> (u64, u64) {
-        let Some(metric::Data::Sum(sum)) =
-            &request.resource_metrics[1].scope_metrics[0].metrics[0].data
-        else {
+        let Some(metric::Data::Sum(sum)) = &request.resource_metrics[1].scope_metrics[0].metrics[0].data else {
             panic!()
         };
         (
@@ -716,8 +674,7 @@ mod tests {
         assert_eq!(s4, t4, "a counter that went backwards starts again");
         let tracked = starts.len();
         assert_eq!(tracked, 5, "2 cpu, psi, rx, histogram");
-        let empty =
-            SnapshotBuilder::new().finish(Arc::default(), UNIX_EPOCH + Duration::from_secs(104), 5);
+        let empty = SnapshotBuilder::new().finish(Arc::default(), UNIX_EPOCH + Duration::from_secs(104), 5);
         let request = to_request(&empty, &mut starts, &template());
         assert!(request.resource_metrics.is_empty());
         assert!(starts.is_empty(), "state of vanished series is freed");

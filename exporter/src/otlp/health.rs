@@ -218,11 +218,7 @@ mod tests {
         let status = h.status();
         assert_eq!(status.last_error.as_deref(), Some("UNAVAILABLE: down"));
         assert_eq!(
-            (
-                status.exports_success,
-                status.exports_retryable,
-                status.dropped_batches
-            ),
+            (status.exports_success, status.exports_retryable, status.dropped_batches),
             (1, 1, 2)
         );
         let mut b = SnapshotBuilder::new();

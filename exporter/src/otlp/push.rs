@@ -27,9 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -173,11 +171,7 @@ impl Pusher {
     }
 
     /// Records an attempt's result for `batch`; returns the batch if it must be retried.
-    fn settle(
-        &mut self,
-        batch: Batch,
-        result: Result<ExportMetricsServiceResponse, Status>,
-    ) -> Option<Batch> {
+    fn settle(&mut self, batch: Batch, result: Result<ExportMetricsServiceResponse, Status>) -> Option<Batch> {
         let now = SystemTime::now();
         let recovered = self.failures > 0;
         match result {

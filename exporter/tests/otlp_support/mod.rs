@@ -15,9 +15,7 @@ use metrics_exporter::otlp::config::{OtlpConfig, OtlpRaw, validate};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use tokio::sync::oneshot;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
@@ -59,9 +57,7 @@ impl MetricsService for Service {
             request: request.into_inner(),
             metadata,
         });
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
+        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
 
@@ -88,8 +84,7 @@ impl Receiver {
             script: script.into(),
             ..Default::default()
         }));
-        let service = MetricsServiceServer::new(Service(state.clone()))
-            .accept_compressed(CompressionEncoding::Gzip);
+        let service = MetricsServiceServer::new(Service(state.clone())).accept_compressed(CompressionEncoding::Gzip);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             // One service needs no router: the generated server answers UNIMPLEMENTED for
@@ -183,12 +178,7 @@ pub static CONTAINER_CPU: MetricDesc = MetricDesc {
     scope: Scope::Guest,
     otel: Some(OtelName {
         name: "container.cpu.time",
-        attributes: &[
-            "container.id",
-            "container.name",
-            "proxmox.guest.type",
-            "cpu.mode",
-        ],
+        attributes: &["container.id", "container.name", "proxmox.guest.type", "cpu.mode"],
         fixed: &[],
     }),
 };
@@ -282,11 +272,7 @@ pub fn snapshot(sequence: u64, cpu: f64) -> Snapshot {
     b.push(&NETWORK_RX, ["eth0"], 1.0e6 + sequence as f64);
     b.push(&PROCESSES, [] as [&str; 0], 312.0);
     for (id, name) in [("101", "web"), ("102", "db")] {
-        let own = if id == "101" {
-            cpu
-        } else {
-            50.0 + sequence as f64
-        };
+        let own = if id == "101" { cpu } else { 50.0 + sequence as f64 };
         b.push(&CONTAINER_CPU, [id, name, "lxc", "user"], own);
         b.push(&CONTAINER_CPU, [id, name, "lxc", "system"], own / 2.0);
         b.push(&CONTAINER_MEMORY, [id, name, "lxc"], 2.5e8);
@@ -296,11 +282,7 @@ pub fn snapshot(sequence: u64, cpu: f64) -> Snapshot {
             &RUNQ,
             [id, name, "lxc"],
             Value::Histogram(Box::new(Histogram {
-                buckets: vec![
-                    (0.0001, 10 * sequence),
-                    (0.001, 15 * sequence),
-                    (0.01, 17 * sequence),
-                ],
+                buckets: vec![(0.0001, 10 * sequence), (0.001, 15 * sequence), (0.01, 17 * sequence)],
                 sum: 0.003 * sequence as f64,
                 count: 18 * sequence,
             })),
