@@ -13,6 +13,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
+mod compare;
 mod setup;
 
 fn workspace_root() -> PathBuf {
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::all(true),
         Some("run") => run_exporter(&args[1..]),
         Some("test") => test(),
+        Some("compare") => compare::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <setup|run|test>");
             return ExitCode::from(2);

@@ -33,7 +33,7 @@ fn dpkg_installed(package: &str) -> bool {
 
 /// Installs Debian packages that are missing, without starting their services (a packaged
 /// node_exporter would otherwise take port 9100 from us).
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
