@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use crate::error::ParseError;
 
 /// Which kind of guest a config or a vmlist entry describes.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestType {
     Lxc,
@@ -306,10 +304,7 @@ pub fn parse_corosync(text: &str) -> Result<Corosync, ParseError> {
             (["totem"], "cluster_name") => out.cluster_name = Some(value.to_owned()),
             (["totem"], "config_version") => {
                 out.config_version = Some(value.parse().map_err(|_| {
-                    ParseError::new(format!(
-                        "corosync.conf line {}: config_version {value:?}",
-                        number + 1
-                    ))
+                    ParseError::new(format!("corosync.conf line {}: config_version {value:?}", number + 1))
                 })?)
             }
             (["nodelist", "node"], "name") => out.nodes.push(value.to_owned()),
@@ -329,10 +324,7 @@ pub fn parse_corosync(text: &str) -> Result<Corosync, ParseError> {
 mod tests {
     use super::*;
 
-    const FIXTURE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/proxmox-host/etc/pve/"
-    );
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/proxmox-host/etc/pve/");
 
     fn read(name: &str) -> String {
         std::fs::read_to_string(format!("{FIXTURE}{name}")).unwrap()
@@ -343,10 +335,7 @@ mod tests {
         let c = parse_guest_config(&read("lxc/101.conf"), GuestType::Lxc);
         assert_eq!(c.name.as_deref(), Some("web"));
         assert_eq!(c.tags, ["prod", "nginx"]);
-        assert_eq!(
-            c.description.as_deref(),
-            Some("Public web frontend: nginx + php-fpm")
-        );
+        assert_eq!(c.description.as_deref(), Some("Public web frontend: nginx + php-fpm"));
         assert_eq!(c.memory_mib, Some(2048));
         assert_eq!(c.cores, Some(2));
         assert_eq!(
@@ -379,13 +368,7 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("win11"));
         assert_eq!(c.tags, ["lab"]);
         assert_eq!((c.cores, c.sockets), (Some(2), Some(1)));
-        assert_eq!(
-            c.nets,
-            [NetConfig {
-                index: 0,
-                name: None
-            }]
-        );
+        assert_eq!(c.nets, [NetConfig { index: 0, name: None }]);
         // `hostname` is not a QEMU key; `name` is not an LXC key.
         let c = parse_guest_config("hostname: x\n", GuestType::Qemu);
         assert_eq!(c.name, None);
@@ -434,8 +417,7 @@ mod tests {
         let m = parse_members("{\n\"nodename\": \"solo\",\n\"version\": 0\n}\n").unwrap();
         assert_eq!(m.nodename, "solo");
         assert!(m.cluster.is_none() && m.nodelist.is_empty());
-        let e =
-            parse_members("{\"nodename\": \"pve1\", \"version\": 6, \"cluster\": {").unwrap_err();
+        let e = parse_members("{\"nodename\": \"pve1\", \"version\": 6, \"cluster\": {").unwrap_err();
         assert!(e.0.contains(".members"), "{e}");
     }
 

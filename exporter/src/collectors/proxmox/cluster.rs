@@ -65,26 +65,10 @@ impl Collector for ClusterCollector {
 
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
         let mut errors = Vec::new();
-        let members = optional(
-            self.pve_path.join(".members"),
-            pve::parse_members,
-            &mut errors,
-        );
-        let vmlist = optional(
-            self.pve_path.join(".vmlist"),
-            pve::parse_vmlist,
-            &mut errors,
-        );
-        let version = optional(
-            self.pve_path.join(".version"),
-            pve::parse_version,
-            &mut errors,
-        );
-        let corosync = optional(
-            self.pve_path.join("corosync.conf"),
-            pve::parse_corosync,
-            &mut errors,
-        );
+        let members = optional(self.pve_path.join(".members"), pve::parse_members, &mut errors);
+        let vmlist = optional(self.pve_path.join(".vmlist"), pve::parse_vmlist, &mut errors);
+        let version = optional(self.pve_path.join(".version"), pve::parse_version, &mut errors);
+        let corosync = optional(self.pve_path.join("corosync.conf"), pve::parse_corosync, &mut errors);
 
         if let Some(version) = &version {
             out.push(&m::PMXCFS_START, [] as [&str; 0], version.starttime as f64);
@@ -95,26 +79,15 @@ impl Collector for ClusterCollector {
             .map(|c| c.name.clone())
             .or_else(|| corosync.as_ref().and_then(|c| c.cluster_name.clone()));
         if let Some(name) = &name {
-            let node = members
-                .as_ref()
-                .map(|mb| mb.nodename.as_str())
-                .unwrap_or_default();
+            let node = members.as_ref().map(|mb| mb.nodename.as_str()).unwrap_or_default();
             let config_version = cluster
                 .map(|c| c.version)
                 .or_else(|| corosync.as_ref().and_then(|c| c.config_version))
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            out.push(
-                &m::CLUSTER_INFO,
-                [name.as_str(), node, config_version.as_str()],
-                1.0,
-            );
+            out.push(&m::CLUSTER_INFO, [name.as_str(), node, config_version.as_str()], 1.0);
             if let Some(c) = cluster {
-                out.push(
-                    &m::CLUSTER_QUORATE,
-                    [name.as_str()],
-                    if c.quorate { 1.0 } else { 0.0 },
-                );
+                out.push(&m::CLUSTER_QUORATE, [name.as_str()], if c.quorate { 1.0 } else { 0.0 });
             }
             let total = cluster
                 .map(|c| c.nodes)
@@ -140,9 +113,7 @@ impl Collector for ClusterCollector {
         if let Some(vmlist) = &vmlist {
             let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
             for entry in vmlist.ids.values() {
-                *counts
-                    .entry((entry.node.as_str(), entry.kind.as_str()))
-                    .or_default() += 1;
+                *counts.entry((entry.node.as_str(), entry.kind.as_str())).or_default() += 1;
             }
             for ((node, kind), n) in counts {
                 out.push(&m::CLUSTER_GUESTS, [node, kind], n as f64);

@@ -59,9 +59,7 @@ impl FdBudget {
                 limit = raised;
             }
         }
-        let total = usize::try_from(limit.rlim_cur)
-            .unwrap_or(usize::MAX)
-            .min(1 << 20);
+        let total = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX).min(1 << 20);
         let reserve = (total / 4).max(256);
         FdBudget::new(total.saturating_sub(reserve))
     }
@@ -72,12 +70,10 @@ impl FdBudget {
             if current >= self.limit {
                 return false;
             }
-            match self.used.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .used
+                .compare_exchange_weak(current, current + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }

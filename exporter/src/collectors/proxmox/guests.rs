@@ -120,12 +120,8 @@ impl Guest {
             io_pressure: f("io.pressure"),
             io_stat: f("io.stat"),
             memory,
-            pids_current: pids_dir
-                .as_ref()
-                .map(|d| KeptFile::new(d.join("pids.current"), budget)),
-            pids_max: pids_dir
-                .as_ref()
-                .map(|d| KeptFile::new(d.join("pids.max"), budget)),
+            pids_current: pids_dir.as_ref().map(|d| KeptFile::new(d.join("pids.current"), budget)),
+            pids_max: pids_dir.as_ref().map(|d| KeptFile::new(d.join("pids.max"), budget)),
             cgroup_stat: f("cgroup.stat"),
             procs: Vec::new(),
             walked_descendants: None,
@@ -389,11 +385,7 @@ impl GuestsCollector {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let Some(vmid) = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".conf"))
-                    .and_then(parse_vmid)
-                else {
+                let Some(vmid) = name.to_str().and_then(|n| n.strip_suffix(".conf")).and_then(parse_vmid) else {
                     continue;
                 };
                 let path = entry.path();
@@ -414,8 +406,7 @@ impl GuestsCollector {
                 }
                 match std::fs::read(&path) {
                     Ok(bytes) => {
-                        let config =
-                            pve::parse_guest_config(&String::from_utf8_lossy(&bytes), kind);
+                        let config = pve::parse_guest_config(&String::from_utf8_lossy(&bytes), kind);
                         if !config.ignored_lines.is_empty() {
                             errors.push(CollectError::parse(
                                 &path,
@@ -477,11 +468,7 @@ impl GuestsCollector {
     }
 
     fn guest_labels(&mut self, key: Key) -> [LabelValue; 3] {
-        let name = match self
-            .configs
-            .get(&key)
-            .and_then(|c| c.config.name.as_deref())
-        {
+        let name = match self.configs.get(&key).and_then(|c| c.config.name.as_deref()) {
             Some(name) => name.to_owned(),
             None => pve::default_name(key.0, key.1),
         };
@@ -583,23 +570,14 @@ fn read_guest(
         }
         Err(e) => errors.push(CollectError::parse(guest.cpu_stat.path(), e)),
     }
-    if let Some(max) = read_parsed(
-        &mut guest.cpu_max,
-        buf,
-        errors,
-        &mut absent_new,
-        cgroup::parse_cpu_max,
-    )? && let Some(cores) = max.cpus()
+    if let Some(max) = read_parsed(&mut guest.cpu_max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
+        && let Some(cores) = max.cpus()
     {
         staged.push(Id::CPU_LIMIT, labels, cores);
     }
     for (file, some, full) in [
         (&mut guest.cpu_pressure, Id::CPU_WAITING, Id::CPU_STALLED),
-        (
-            &mut guest.memory_pressure,
-            Id::MEMORY_WAITING,
-            Id::MEMORY_STALLED,
-        ),
+        (&mut guest.memory_pressure, Id::MEMORY_WAITING, Id::MEMORY_STALLED),
         (&mut guest.io_pressure, Id::IO_WAITING, Id::IO_STALLED),
     ] {
         if let Some(p) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_pressure)? {
@@ -625,18 +603,10 @@ fn read_guest(
             if let Some(usage) = usage {
                 staged.push(Id::MEMORY_USAGE, labels, usage as f64);
                 if let Some(inactive) = stat.as_ref().and_then(|s| s.get("inactive_file")) {
-                    staged.push(
-                        Id::MEMORY_WORKING_SET,
-                        labels,
-                        usage.saturating_sub(inactive) as f64,
-                    );
+                    staged.push(Id::MEMORY_WORKING_SET, labels, usage.saturating_sub(inactive) as f64);
                 }
                 if let Some(file) = stat.as_ref().and_then(|s| s.get("file")) {
-                    staged.push(
-                        Id::MEMORY_PVE_USED,
-                        labels,
-                        usage.saturating_sub(file) as f64,
-                    );
+                    staged.push(Id::MEMORY_PVE_USED, labels, usage.saturating_sub(file) as f64);
                 }
             }
             for (file, id) in [
@@ -644,39 +614,20 @@ fn read_guest(
                 (high, Id::MEMORY_SOFT_LIMIT),
                 (swap_max, Id::SWAP_LIMIT),
             ] {
-                if let Some(Limit::Value(v)) =
-                    read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)?
-                {
+                if let Some(Limit::Value(v)) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)? {
                     staged.push(id, labels, v as f64);
                 }
             }
-            if let Some(v) = read_parsed(
-                swap_current,
-                buf,
-                errors,
-                &mut absent_new,
-                cgroup::parse_u64,
-            )? {
+            if let Some(v) = read_parsed(swap_current, buf, errors, &mut absent_new, cgroup::parse_u64)? {
                 staged.push(Id::MEMORY_SWAP, labels, v as f64);
             }
-            if let Some(ev) = read_parsed(
-                events,
-                buf,
-                errors,
-                &mut absent_new,
-                cgroup::parse_flat_keyed,
-            )? {
+            if let Some(ev) = read_parsed(events, buf, errors, &mut absent_new, cgroup::parse_flat_keyed)? {
                 if let Some(v) = ev.get("oom_kill") {
                     staged.push(Id::OOM_KILLS, labels, v as f64);
                 }
                 for event in ["high", "max", "oom"] {
                     if let Some(v) = ev.get(event) {
-                        staged.push_extra(
-                            Id::MEMORY_EVENTS,
-                            labels,
-                            LabelValue::from(event),
-                            v as f64,
-                        );
+                        staged.push_extra(Id::MEMORY_EVENTS, labels, LabelValue::from(event), v as f64);
                     }
                 }
             }
@@ -692,37 +643,22 @@ fn read_guest(
             if let Some(usage) = usage {
                 staged.push(Id::MEMORY_USAGE, labels, usage as f64);
                 if let Some(inactive) = stat.as_ref().and_then(|s| s.get("total_inactive_file")) {
-                    staged.push(
-                        Id::MEMORY_WORKING_SET,
-                        labels,
-                        usage.saturating_sub(inactive) as f64,
-                    );
+                    staged.push(Id::MEMORY_WORKING_SET, labels, usage.saturating_sub(inactive) as f64);
                 }
                 if let Some(cache) = stat.as_ref().and_then(|s| s.get("total_cache")) {
-                    staged.push(
-                        Id::MEMORY_PVE_USED,
-                        labels,
-                        usage.saturating_sub(cache) as f64,
-                    );
+                    staged.push(Id::MEMORY_PVE_USED, labels, usage.saturating_sub(cache) as f64);
                 }
             }
             // total_swap is printed only with swap accounting: absent otherwise.
             if let Some(swap) = stat.as_ref().and_then(|s| s.get("total_swap")) {
                 staged.push(Id::MEMORY_SWAP, labels, swap as f64);
             }
-            if let Some(v) = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?
-                .and_then(v1_limit)
-            {
+            if let Some(v) = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit) {
                 staged.push(Id::MEMORY_LIMIT, labels, v as f64);
             }
             // memory.oom_control: `oom_kill_disable 0`, `under_oom 0`, `oom_kill N` (4.13+).
-            if let Some(oom) = read_parsed(
-                oom_control,
-                buf,
-                errors,
-                &mut absent_new,
-                cgroup::parse_flat_keyed,
-            )? && let Some(v) = oom.get("oom_kill")
+            if let Some(oom) = read_parsed(oom_control, buf, errors, &mut absent_new, cgroup::parse_flat_keyed)?
+                && let Some(v) = oom.get("oom_kill")
             {
                 staged.push(Id::OOM_KILLS, labels, v as f64);
             }
@@ -730,13 +666,7 @@ fn read_guest(
         MemoryFiles::None => {}
     }
 
-    if let Some(devices) = read_parsed(
-        &mut guest.io_stat,
-        buf,
-        errors,
-        &mut absent_new,
-        cgroup::parse_io_stat,
-    )? {
+    if let Some(devices) = read_parsed(&mut guest.io_stat, buf, errors, &mut absent_new, cgroup::parse_io_stat)? {
         for dev in devices {
             let device = LabelValue::from(dev.device());
             for (value, id) in [
@@ -758,8 +688,7 @@ fn read_guest(
         staged.push(Id::THREADS, labels, v as f64);
     }
     if let Some(file) = &mut guest.pids_max
-        && let Some(Limit::Value(v)) =
-            read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)?
+        && let Some(Limit::Value(v)) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)?
     {
         staged.push(Id::THREADS_MAX, labels, v as f64);
     }
@@ -820,8 +749,7 @@ fn count_processes(
         cgroup::parse_flat_keyed,
     )?
     .and_then(|s| s.get("nr_descendants"));
-    let mut must_walk =
-        guest.procs.is_empty() || descendants.is_none() || descendants != guest.walked_descendants;
+    let mut must_walk = guest.procs.is_empty() || descendants.is_none() || descendants != guest.walked_descendants;
     for attempt in 0..2 {
         if must_walk {
             let mut dirs = Vec::new();
@@ -910,13 +838,7 @@ impl Collector for GuestsCollector {
 
         // Network: one read of the host's interface table for every guest.
         let mut nets: HashMap<Key, Vec<(u32, NetDevStats)>> = HashMap::new();
-        match read_parsed(
-            &mut self.netdev,
-            &mut self.buf,
-            &mut errors,
-            &mut false,
-            netdev::parse,
-        ) {
+        match read_parsed(&mut self.netdev, &mut self.buf, &mut errors, &mut false, netdev::parse) {
             Ok(Some(devices)) => {
                 for dev in devices {
                     if let Some((key, index)) = guest_device(&dev.name) {
@@ -996,8 +918,7 @@ impl Collector for GuestsCollector {
                         (Id::NET_RX_DROPPED, dev.tx_drop),
                         (Id::NET_TX_DROPPED, dev.rx_drop),
                     ] {
-                        self.staged
-                            .push_extra(id, &labels, interface.clone(), value as f64);
+                        self.staged.push_extra(id, &labels, interface.clone(), value as f64);
                     }
                 }
             }
@@ -1007,12 +928,7 @@ impl Collector for GuestsCollector {
         // Info for every configured guest of this node, and for running guests without a
         // config (still guests, with default names).
         let node = LabelValue::from(node.unwrap_or_default());
-        let keys: BTreeSet<Key> = self
-            .configs
-            .keys()
-            .copied()
-            .chain(running.iter().copied())
-            .collect();
+        let keys: BTreeSet<Key> = self.configs.keys().copied().chain(running.iter().copied()).collect();
         for key in keys {
             let labels = self.guest_labels(key);
             let config = self.configs.get(&key).map(|c| &c.config);
@@ -1026,14 +942,7 @@ impl Collector for GuestsCollector {
             };
             let [a, b, c] = labels.clone();
             self.families.samples[Id::GUEST_INFO as usize].push(Sample {
-                labels: Box::new([
-                    a,
-                    b,
-                    c,
-                    node.clone(),
-                    LabelValue::from(tags),
-                    LabelValue::from(status),
-                ]),
+                labels: Box::new([a, b, c, node.clone(), LabelValue::from(tags), LabelValue::from(status)]),
                 value: Value::Number(1.0),
             });
             let Some(config) = config else { continue };
@@ -1075,10 +984,7 @@ impl Collector for GuestsCollector {
             self.guests.len()
         ));
         if !matches!(self.layout.memory, Source::Unified) {
-            notes.push(
-                "memory from cgroup v1: no soft limit (memory.high) and no swap limit series"
-                    .to_owned(),
-            );
+            notes.push("memory from cgroup v1: no soft limit (memory.high) and no swap limit series".to_owned());
         }
         notes
     }
@@ -1104,10 +1010,7 @@ mod tests {
     #[test]
     fn host_device_names() {
         assert_eq!(guest_device("veth101i0"), Some(((GuestType::Lxc, 101), 0)));
-        assert_eq!(
-            guest_device("tap200i12"),
-            Some(((GuestType::Qemu, 200), 12))
-        );
+        assert_eq!(guest_device("tap200i12"), Some(((GuestType::Qemu, 200), 12)));
         assert_eq!(guest_device("fwln101i0"), None);
         assert_eq!(guest_device("fwpr101p0"), None);
         assert_eq!(guest_device("vmbr0"), None);

@@ -99,9 +99,7 @@ pub fn decide(
         if enabled(name) {
             return Source::Unified;
         }
-        let v1_mount = v1
-            .iter()
-            .find(|(_, m)| m.controllers.iter().any(|c| c == name));
+        let v1_mount = v1.iter().find(|(_, m)| m.controllers.iter().any(|c| c == name));
         match (v1_mount, &relative) {
             (Some((resolved, _)), Some(rel)) => Source::V1(resolved.join(rel)),
             // v1 exists but CGROUP_PATH is not below the cgroup2 mount: no way to map paths.
@@ -118,12 +116,7 @@ pub fn decide(
 }
 
 /// Reads what [`decide`] needs from the environment.
-pub fn detect(
-    proc_path: &Path,
-    root_path: &Path,
-    cgroup_path: &Path,
-    mounts: &[mountinfo::Mount],
-) -> Layout {
+pub fn detect(proc_path: &Path, root_path: &Path, cgroup_path: &Path, mounts: &[mountinfo::Mount]) -> Layout {
     let resolve = |mount_point: &str| root_path.join(mount_point.trim_start_matches('/'));
     let cgroup2 = mounts
         .iter()
@@ -178,10 +171,7 @@ mod tests {
             &v1,
             Some(""),
         );
-        assert_eq!(
-            layout.memory,
-            Source::V1("/sys/fs/cgroup/memory/test-1".into())
-        );
+        assert_eq!(layout.memory, Source::V1("/sys/fs/cgroup/memory/test-1".into()));
         assert_eq!(layout.pids, Source::V1("/sys/fs/cgroup/pids/test-1".into()));
     }
 
@@ -207,12 +197,7 @@ mod tests {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-host");
         let text = std::fs::read_to_string(base.join("proc/self/mountinfo")).unwrap();
         let mounts = mountinfo::parse(&text).unwrap();
-        let layout = detect(
-            &base.join("proc"),
-            &base,
-            &base.join("sys/fs/cgroup"),
-            &mounts,
-        );
+        let layout = detect(&base.join("proc"), &base, &base.join("sys/fs/cgroup"), &mounts);
         assert_eq!(
             layout,
             Layout {

@@ -59,12 +59,7 @@ const OTEL_IF: &[&str] = &[
     "proxmox.guest.type",
     "network.interface.name",
 ];
-const OTEL_DEV: &[&str] = &[
-    "container.id",
-    "container.name",
-    "proxmox.guest.type",
-    "system.device",
-];
+const OTEL_DEV: &[&str] = &["container.id", "container.name", "proxmox.guest.type", "system.device"];
 
 const NET_IO_RECEIVE: Option<OtelName> = Some(OtelName {
     name: "container.network.io",
@@ -239,11 +234,7 @@ mod tests {
             GUEST_METRICS[Id::GUEST_CONFIG_MEMORY as usize].name,
             GUEST_CONFIG_MEMORY.name
         );
-        let mut names: Vec<_> = GUEST_METRICS
-            .iter()
-            .chain(CLUSTER_METRICS)
-            .map(|d| d.name)
-            .collect();
+        let mut names: Vec<_> = GUEST_METRICS.iter().chain(CLUSTER_METRICS).map(|d| d.name).collect();
         let n = names.len();
         names.sort();
         names.dedup();
@@ -257,18 +248,12 @@ mod tests {
                 assert!(d.name.ends_with("_total"), "{}", d.name);
             }
         }
-        assert_eq!(
-            NET_RX_BYTES.otel.unwrap().fixed,
-            &[("network.io.direction", "receive")]
-        );
+        assert_eq!(NET_RX_BYTES.otel.unwrap().fixed, &[("network.io.direction", "receive")]);
         assert_eq!(
             NET_TX_BYTES.otel.unwrap().fixed,
             &[("network.io.direction", "transmit")]
         );
-        assert_eq!(
-            FS_READ_BYTES.otel.unwrap().fixed,
-            &[("disk.io.direction", "read")]
-        );
+        assert_eq!(FS_READ_BYTES.otel.unwrap().fixed, &[("disk.io.direction", "read")]);
         assert_eq!(CPU_SYSTEM.otel.unwrap().fixed, &[("cpu.mode", "system")]);
     }
 }

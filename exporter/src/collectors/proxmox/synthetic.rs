@@ -186,26 +186,13 @@ fn memory_stat(anon: u64, file: u64, inactive_file: u64) -> String {
     s
 }
 
-fn netdev_line(
-    name: &str,
-    rx_bytes: u64,
-    rx_packets: u64,
-    tx_bytes: u64,
-    tx_packets: u64,
-) -> String {
+fn netdev_line(name: &str, rx_bytes: u64, rx_packets: u64, tx_bytes: u64, tx_packets: u64) -> String {
     format!(
         "{name:>6}: {rx_bytes} {rx_packets}    0    0    0     0          0         0 {tx_bytes} {tx_packets}    0    0    0     0       0          0\n"
     )
 }
 
-fn sys_net(
-    root: &Path,
-    name: &str,
-    rx_bytes: u64,
-    rx_packets: u64,
-    tx_bytes: u64,
-    tx_packets: u64,
-) -> io::Result<()> {
+fn sys_net(root: &Path, name: &str, rx_bytes: u64, rx_packets: u64, tx_bytes: u64, tx_packets: u64) -> io::Result<()> {
     let dev = root.join("sys/devices/virtual/net").join(name);
     for (file, value) in [
         ("rx_bytes", rx_bytes),
@@ -253,32 +240,21 @@ fn cgroup_files(dir: &Path, g: &SyntheticGuest, i: u64, descendants: usize) -> i
     write(&dir.join("cpu.pressure"), pressure(1000 + i, 500 + i))?;
     write(&dir.join("memory.pressure"), pressure(2000 + i, 900 + i))?;
     write(&dir.join("io.pressure"), pressure(3000 + i, 1500 + i))?;
-    write(
-        &dir.join("memory.current"),
-        format!("{}\n", g.memory_current),
-    )?;
+    write(&dir.join("memory.current"), format!("{}\n", g.memory_current))?;
     write(
         &dir.join("memory.stat"),
-        memory_stat(
-            g.memory_current - g.file - (16 << 20),
-            g.file,
-            g.inactive_file,
-        ),
+        memory_stat(g.memory_current - g.file - (16 << 20), g.file, g.inactive_file),
     )?;
     write(
         &dir.join("memory.max"),
-        g.memory_max
-            .map_or("max\n".to_owned(), |v| format!("{v}\n")),
+        g.memory_max.map_or("max\n".to_owned(), |v| format!("{v}\n")),
     )?;
     write(
         &dir.join("memory.high"),
         g.memory_max
             .map_or("max\n".to_owned(), |v| format!("{}\n", v / 1024 * 1016)),
     )?;
-    write(
-        &dir.join("memory.swap.current"),
-        format!("{}\n", (i % 5) << 20),
-    )?;
+    write(&dir.join("memory.swap.current"), format!("{}\n", (i % 5) << 20))?;
     write(&dir.join("memory.swap.max"), "536870912\n")?;
     write(
         &dir.join("memory.events"),
@@ -337,22 +313,13 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
          30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n\
          45 22 0:40 / /etc/pve rw,nosuid,nodev,relatime shared:25 - fuse /dev/fuse rw,user_id=0,group_id=0,default_permissions,allow_other\n",
     )?;
-    write(
-        &root.join("proc/sys/kernel/hostname"),
-        format!("{}\n", spec.node),
-    )?;
+    write(&root.join("proc/sys/kernel/hostname"), format!("{}\n", spec.node))?;
     write(
         &cg.join("cgroup.controllers"),
         "cpuset cpu io memory hugetlb pids rdma misc\n",
     )?;
-    write(
-        &cg.join("lxc/cgroup.controllers"),
-        "cpuset cpu io memory pids\n",
-    )?;
-    write(
-        &cg.join("qemu.slice/cgroup.controllers"),
-        "cpuset cpu memory pids\n",
-    )?;
+    write(&cg.join("lxc/cgroup.controllers"), "cpuset cpu io memory pids\n")?;
+    write(&cg.join("qemu.slice/cgroup.controllers"), "cpuset cpu memory pids\n")?;
 
     let mut netdev = String::from(
         "Inter-|   Receive                                                |  Transmit\n \
@@ -406,10 +373,7 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
                 cgroup_files(&dir, &g, i, 3 + units)?;
                 write(&dir.join("cgroup.procs"), "")?;
                 write(&dir.join("ns/cgroup.procs"), "")?;
-                write(
-                    &dir.join("ns/init.scope/cgroup.procs"),
-                    format!("{pid_base}\n"),
-                )?;
+                write(&dir.join("ns/init.scope/cgroup.procs"), format!("{pid_base}\n"))?;
                 write(&dir.join("ns/system.slice/cgroup.procs"), "")?;
                 for u in 0..units {
                     let a = pid_base + 1 + 2 * u as u32;
@@ -436,13 +400,7 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
                     ),
                 )?;
                 let dev = format!("veth{vmid}i0");
-                netdev.push_str(&netdev_line(
-                    &dev,
-                    g.host_rx_bytes,
-                    i * 10,
-                    g.host_tx_bytes,
-                    i * 20,
-                ));
+                netdev.push_str(&netdev_line(&dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20));
                 sys_net(root, &dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20)?;
             }
             GuestType::Qemu => {
@@ -458,13 +416,7 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
                     ),
                 )?;
                 let dev = format!("tap{vmid}i0");
-                netdev.push_str(&netdev_line(
-                    &dev,
-                    g.host_rx_bytes,
-                    i * 10,
-                    g.host_tx_bytes,
-                    i * 20,
-                ));
+                netdev.push_str(&netdev_line(&dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20));
                 sys_net(root, &dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20)?;
             }
         }
