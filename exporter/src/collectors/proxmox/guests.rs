@@ -80,7 +80,27 @@ struct Guest {
     procs: Vec<KeptFile>,
     /// `nr_descendants` at the last walk; `None` when cgroup.stat is not there (walk always).
     walked_descendants: Option<u64>,
+    /// Collections until the subtree is walked again even if nothing says it changed.
+    walk_due: u32,
+    /// Limit series of the last limit read, repeated until the next one.
+    limits: Vec<(Id, f64)>,
+    /// Collections until the limit files are read again.
+    limits_due: u32,
+    /// The guest config's stamp at the last limit read: Proxmox changes limits (`pct set`,
+    /// `qm set`) by writing the config, so a new stamp means new limits.
+    config_stamp: Option<Stamp>,
 }
+
+/// Limits (cpu.max, memory.max, memory.high, memory.swap.max, pids.max, v1
+/// memory.limit_in_bytes) change only when someone reconfigures the guest: they are read when
+/// the guest's config changes and otherwise every this many collections (for limits written to
+/// cgroupfs directly). Each skipped read saves five preads per guest.
+const LIMITS_EVERY: u32 = 8;
+
+/// The subtree of a guest is walked again at least every this many collections, as a safety
+/// net for changes `nr_descendants` and vanished cgroups do not reveal (a cgroup whose
+/// controllers were disabled and that can hold processes now).
+const WALK_EVERY: u32 = 16;
 
 impl Guest {
     fn new(dir: PathBuf, relative: &Path, layout: &Layout, budget: &FdBudget) -> Self {
@@ -125,6 +145,10 @@ impl Guest {
             cgroup_stat: f("cgroup.stat"),
             procs: Vec::new(),
             walked_descendants: None,
+            walk_due: 0,
+            limits: Vec::new(),
+            limits_due: 0,
+            config_stamp: None,
             dir,
         }
     }
@@ -173,6 +197,9 @@ impl Guest {
         }
         self.procs.clear();
         self.walked_descendants = None;
+        self.walk_due = 0;
+        self.limits.clear();
+        self.limits_due = 0;
     }
 }
 
@@ -537,7 +564,9 @@ fn seconds(usec: u64) -> f64 {
     usec as f64 / 1e6
 }
 
-/// Reads one guest into `staged`. `Err` only when the guest's cgroup vanished.
+/// Reads one guest into `staged`. `Err` only when the guest's cgroup vanished. Limit files
+/// are read only when `read_limits`; otherwise the last values read are repeated.
+#[allow(clippy::too_many_arguments)]
 fn read_guest(
     guest: &mut Guest,
     labels: &[LabelValue; 3],
@@ -546,8 +575,10 @@ fn read_guest(
     budget: &FdBudget,
     staged: &mut Staged,
     errors: &mut Vec<CollectError>,
+    read_limits: bool,
 ) -> Result<(), CollectError> {
     let mut absent_new = false;
+    let mut limits: Vec<(Id, f64)> = Vec::new();
     // cpu.stat exists in every cgroup2 directory: its absence means the guest is gone.
     guest.cpu_stat.read_required(buf)?;
     match std::str::from_utf8(buf)
@@ -570,10 +601,11 @@ fn read_guest(
         }
         Err(e) => errors.push(CollectError::parse(guest.cpu_stat.path(), e)),
     }
-    if let Some(max) = read_parsed(&mut guest.cpu_max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
+    if read_limits
+        && let Some(max) = read_parsed(&mut guest.cpu_max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
         && let Some(cores) = max.cpus()
     {
-        staged.push(Id::CPU_LIMIT, labels, cores);
+        limits.push((Id::CPU_LIMIT, cores));
     }
     for (file, some, full) in [
         (&mut guest.cpu_pressure, Id::CPU_WAITING, Id::CPU_STALLED),
@@ -614,8 +646,10 @@ fn read_guest(
                 (high, Id::MEMORY_SOFT_LIMIT),
                 (swap_max, Id::SWAP_LIMIT),
             ] {
-                if let Some(Limit::Value(v)) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)? {
-                    staged.push(id, labels, v as f64);
+                if read_limits
+                    && let Some(Limit::Value(v)) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)?
+                {
+                    limits.push((id, v as f64));
                 }
             }
             if let Some(v) = read_parsed(swap_current, buf, errors, &mut absent_new, cgroup::parse_u64)? {
@@ -653,8 +687,10 @@ fn read_guest(
             if let Some(swap) = stat.as_ref().and_then(|s| s.get("total_swap")) {
                 staged.push(Id::MEMORY_SWAP, labels, swap as f64);
             }
-            if let Some(v) = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit) {
-                staged.push(Id::MEMORY_LIMIT, labels, v as f64);
+            if read_limits
+                && let Some(v) = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit)
+            {
+                limits.push((Id::MEMORY_LIMIT, v as f64));
             }
             // memory.oom_control: `oom_kill_disable 0`, `under_oom 0`, `oom_kill N` (4.13+).
             if let Some(oom) = read_parsed(oom_control, buf, errors, &mut absent_new, cgroup::parse_flat_keyed)?
@@ -687,10 +723,17 @@ fn read_guest(
     {
         staged.push(Id::THREADS, labels, v as f64);
     }
-    if let Some(file) = &mut guest.pids_max
+    if read_limits
+        && let Some(file) = &mut guest.pids_max
         && let Some(Limit::Value(v)) = read_parsed(file, buf, errors, &mut absent_new, cgroup::parse_limit)?
     {
-        staged.push(Id::THREADS_MAX, labels, v as f64);
+        limits.push((Id::THREADS_MAX, v as f64));
+    }
+    if read_limits {
+        guest.limits = limits;
+    }
+    for &(id, value) in &guest.limits {
+        staged.push(id, labels, value);
     }
 
     if let Some(n) = count_processes(guest, buf, pids, budget, errors)? {
@@ -707,10 +750,16 @@ fn read_guest(
     Ok(())
 }
 
-/// Every cgroup directory at and below `dir` (the guest's own first).
+/// Every cgroup directory at and below `dir` that can hold processes. cgroup2's "no internal
+/// process" rule keeps processes out of a (non-root) cgroup with controllers enabled in
+/// `cgroup.subtree_control` (cgroup-v2.rst): such cgroups (`lxc/<vmid>`, `ns`,
+/// `ns/system.slice`) are left out, which saves a read per collection for each.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CollectError::io(dir, e))?;
-    out.push(dir.to_path_buf());
+    let inner = std::fs::read_to_string(dir.join("cgroup.subtree_control")).is_ok_and(|c| !c.trim().is_empty());
+    if !inner {
+        out.push(dir.to_path_buf());
+    }
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -749,7 +798,8 @@ fn count_processes(
         cgroup::parse_flat_keyed,
     )?
     .and_then(|s| s.get("nr_descendants"));
-    let mut must_walk = guest.procs.is_empty() || descendants.is_none() || descendants != guest.walked_descendants;
+    let mut must_walk = guest.walk_due == 0 || descendants.is_none() || descendants != guest.walked_descendants;
+    guest.walk_due = guest.walk_due.saturating_sub(1);
     for attempt in 0..2 {
         if must_walk {
             let mut dirs = Vec::new();
@@ -759,6 +809,7 @@ fn count_processes(
                 .map(|d| KeptFile::new(d.join("cgroup.procs"), budget))
                 .collect();
             guest.walked_descendants = descendants;
+            guest.walk_due = WALK_EVERY;
         }
         pids.clear();
         let mut changed = false;
@@ -869,6 +920,14 @@ impl Collector for GuestsCollector {
             for _attempt in 0..2 {
                 self.staged.samples.clear();
                 let mut guest_errors = Vec::new();
+                let stamp = self.configs.get(&key).map(|c| c.stamp);
+                let read_limits = guest.limits_due == 0 || guest.config_stamp != stamp;
+                guest.config_stamp = stamp;
+                guest.limits_due = if read_limits {
+                    LIMITS_EVERY - 1
+                } else {
+                    guest.limits_due - 1
+                };
                 result = read_guest(
                     guest,
                     &labels,
@@ -877,6 +936,7 @@ impl Collector for GuestsCollector {
                     &self.budget,
                     &mut self.staged,
                     &mut guest_errors,
+                    read_limits,
                 );
                 match &result {
                     // The cgroup was removed; if it was recreated (a restart), the reopened

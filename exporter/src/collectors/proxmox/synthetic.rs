@@ -231,7 +231,7 @@ fn cgroup_files(dir: &Path, g: &SyntheticGuest, i: u64, descendants: usize) -> i
     )?;
     write(
         &dir.join("cpu.max"),
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             "200000 100000\n".to_owned()
         } else {
             "max 100000\n".to_owned()
@@ -355,7 +355,7 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
             memory_current,
             inactive_file: file / 2,
             file,
-            memory_max: (kind == GuestType::Lxc && index % 3 != 0).then_some(2 << 30),
+            memory_max: (kind == GuestType::Lxc && !index.is_multiple_of(3)).then_some(2 << 30),
             processes: match kind {
                 GuestType::Lxc => 1 + spec.units_per_container * 2,
                 GuestType::Qemu => 1,
@@ -371,6 +371,11 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
                 let units = spec.units_per_container;
                 // ns, ns/init.scope, ns/system.slice and one cgroup per unit.
                 cgroup_files(&dir, &g, i, 3 + units)?;
+                // Controllers enabled below the guest, its ns and system.slice, as on a real
+                // host: these inner cgroups cannot hold processes.
+                for inner in ["", "ns", "ns/system.slice"] {
+                    write(&dir.join(inner).join("cgroup.subtree_control"), "cpu io memory pids\n")?;
+                }
                 write(&dir.join("cgroup.procs"), "")?;
                 write(&dir.join("ns/cgroup.procs"), "")?;
                 write(&dir.join("ns/init.scope/cgroup.procs"), format!("{pid_base}\n"))?;
