@@ -8,6 +8,7 @@ use crate::error::CollectError;
 use crate::model::SnapshotBuilder;
 
 pub mod node;
+pub mod proxmox;
 
 /// One area of collection. `&mut self` lets a collector keep state between collections
 /// (open descriptors, parsed configuration, eBPF maps); it is dropped with the process.
@@ -83,6 +84,16 @@ pub const CATALOGUE: &[CollectorInfo] = &[
         name: "pressure",
         description: "pressure stall time (host: /proc/pressure; container: the cgroup's *.pressure)",
         platforms: &[Host, Proxmox, Lxc],
+    },
+    CollectorInfo {
+        name: "guests",
+        description: "every local Proxmox guest's CPU, memory, pressure, I/O, processes and network from cgroupfs and /proc/net/dev, with names and tags from /etc/pve",
+        platforms: &[Proxmox],
+    },
+    CollectorInfo {
+        name: "cluster",
+        description: "Proxmox cluster name, quorum, nodes and guests per node from /etc/pve (.members, .vmlist, .version, corosync.conf)",
+        platforms: &[Proxmox],
     },
     CollectorInfo {
         name: "process",

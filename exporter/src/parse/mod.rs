@@ -8,3 +8,4 @@ pub mod mountinfo;
 pub mod netdev;
 pub mod pressure;
 pub mod stat;
+pub mod pve;

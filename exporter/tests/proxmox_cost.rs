@@ -1,0 +1,162 @@
+//! Collection cost of the `guests` collector per guest, printed for the closing report:
+//! over a synthetic host tree (any user) and over N real cgroups on this kernel (root).
+//! Both are `#[ignore]`: run with
+//! `cargo test --release -p metrics-exporter --test proxmox_cost -- --ignored --nocapture`.
+
+mod common;
+
+use std::time::Instant;
+
+use metrics_exporter::collectors::proxmox::{self, synthetic};
+use metrics_exporter::model::SnapshotBuilder;
+
+/// CPU time (user + system) of this thread, in microseconds.
+fn thread_cpu_usec() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+}
+
+/// (wall µs, CPU µs) of one steady-state collection, best of `rounds`.
+fn measure(collector: &mut dyn metrics_exporter::collectors::Collector, rounds: usize) -> (f64, f64) {
+    collector
+        .collect(&mut SnapshotBuilder::new())
+        .expect("first collection");
+    let mut best = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        let (t, c) = (Instant::now(), thread_cpu_usec());
+        let mut out = SnapshotBuilder::new();
+        collector.collect(&mut out).expect("collection");
+        let cpu = thread_cpu_usec() - c;
+        let wall = t.elapsed().as_secs_f64() * 1e6;
+        best = (best.0.min(wall), best.1.min(cpu));
+    }
+    best
+}
+
+#[test]
+#[ignore = "measurement: prints per-guest collection cost over a synthetic host tree"]
+fn synthetic_collection_cost() {
+    for n in [10usize, 100, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let host = synthetic::generate(dir.path(), &synthetic::Spec::new(n)).unwrap();
+        let mut c = proxmox::create("guests", &host.environment()).unwrap();
+        let (wall, cpu) = measure(c.as_mut(), 10);
+        println!(
+            "synthetic tree N={n}: {wall:.0} µs wall, {cpu:.0} µs CPU per collection; {:.2} µs CPU per guest",
+            cpu / n as f64
+        );
+    }
+}
+
+/// Creates `n` LXC-shaped guests as real cgroups (`lxc/<vmid>/ns/{init.scope,system.slice/
+/// a.service}`, v1 counterparts on a hybrid machine) under a subtree of this test's own, with
+/// one sleeping process in each guest, and measures collections over them. Removes everything.
+#[test]
+#[ignore = "measurement (root): prints per-guest collection cost over N real cgroups"]
+fn real_cgroup_collection_cost() {
+    if !common::require("root", common::is_root()) {
+        return;
+    }
+    use metrics_exporter::collectors::Environment;
+    use metrics_exporter::collectors::proxmox::layout;
+    use metrics_exporter::platform::{self, Platform};
+    use std::path::{Path, PathBuf};
+
+    let proc_path = PathBuf::from("/proc");
+    let mounts = platform::read_mounts(&proc_path).unwrap();
+    let cgroup2 = platform::cgroup2_mount(&mounts, &proc_path).expect("cgroup2 mount");
+    let name = format!("metrics-exporter-cost-{}", std::process::id());
+    let v2_controllers = std::fs::read_to_string(cgroup2.join("cgroup.controllers")).unwrap_or_default();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v1: Vec<PathBuf> = layout::v1_mounts(&mountinfo)
+        .into_iter()
+        .filter(|m| m.root == "/" && m.controllers.iter().any(|c| c == "memory" || c == "pids"))
+        .filter(|m| {
+            !m.controllers
+                .iter()
+                .any(|c| v2_controllers.split_whitespace().any(|x| x == c))
+        })
+        .map(|m| PathBuf::from(&m.mount_point).join(&name))
+        .collect();
+    let base = cgroup2.join(&name);
+
+    struct Cleanup(Vec<PathBuf>, Vec<std::process::Child>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for c in &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for root in &self.0 {
+                let mut dirs = Vec::new();
+                fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+                    if let Ok(entries) = std::fs::read_dir(d) {
+                        for e in entries.flatten() {
+                            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                                walk(&e.path(), out);
+                            }
+                        }
+                    }
+                    out.push(d.to_path_buf());
+                }
+                walk(root, &mut dirs);
+                for d in dirs {
+                    for _ in 0..100 {
+                        if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+    }
+    let mut cleanup = Cleanup(
+        std::iter::once(base.clone()).chain(v1.iter().cloned()).collect(),
+        Vec::new(),
+    );
+
+    let mut previous = 0;
+    for n in [10usize, 100, 1000] {
+        for i in previous..n {
+            let vmid = 100 + i;
+            let mut leaf = Vec::new();
+            for root in &cleanup.0 {
+                for rel in ["ns/init.scope", "ns/system.slice/a.service"] {
+                    let d = root.join(format!("lxc/{vmid}/{rel}"));
+                    std::fs::create_dir_all(&d).unwrap();
+                    if rel == "ns/init.scope" {
+                        leaf.push(d);
+                    }
+                }
+            }
+            let mut script = String::new();
+            for d in &leaf {
+                script.push_str(&format!("echo $$ > '{}/cgroup.procs' || exit 1; ", d.display()));
+            }
+            script.push_str("exec sleep 600");
+            cleanup
+                .1
+                .push(std::process::Command::new("sh").args(["-c", &script]).spawn().unwrap());
+        }
+        previous = n;
+        let env = Environment {
+            platform: Platform::Proxmox,
+            proc_path: proc_path.clone(),
+            sys_path: "/sys".into(),
+            root_path: "/".into(),
+            cgroup_path: Some(base.clone()),
+            pve_path: base.join("no-pve"),
+            mounts: mounts.clone(),
+        };
+        let mut c = proxmox::create("guests", &env).unwrap();
+        let (wall, cpu) = measure(c.as_mut(), 10);
+        println!(
+            "real cgroups N={n}: {wall:.0} µs wall, {cpu:.0} µs CPU per collection; {:.2} µs CPU per guest ({:?})",
+            cpu / n as f64,
+            c.notes()
+        );
+    }
+}

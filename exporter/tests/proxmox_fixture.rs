@@ -1,0 +1,606 @@
+//! The Proxmox collectors (`guests`, `cluster`) pointed at fixtures/proxmox-host reproduce every
+//! value of its expected.json, and none of the traps expected.md lists. Also: the same
+//! collectors over a synthetic host, churn, and bad input. Runs as any user.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use metrics_exporter::collectors::proxmox::{self, synthetic};
+use metrics_exporter::collectors::{Collector, Environment};
+use metrics_exporter::model::{Snapshot, SnapshotBuilder, Value};
+use serde_json::Value as Json;
+
+fn fixture_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-host")
+}
+
+fn collect_with(collector: &mut dyn Collector) -> (Snapshot, Result<(), String>) {
+    let mut out = SnapshotBuilder::new();
+    let result = collector.collect(&mut out).map_err(|e| e.to_string());
+    (out.finish(Arc::default(), SystemTime::now(), 1), result)
+}
+
+fn collect(name: &str, env: &Environment) -> Snapshot {
+    let mut c = proxmox::create(name, env).expect("collector exists");
+    let (snap, result) = collect_with(c.as_mut());
+    result.unwrap_or_else(|e| panic!("{name} failed: {e}"));
+    snap
+}
+
+/// Values of `metric` whose labels include every pair of `want`.
+fn values(snap: &Snapshot, metric: &str, want: &[(&str, &str)]) -> Vec<f64> {
+    let Some(family) = snap.family(metric) else {
+        return Vec::new();
+    };
+    family
+        .samples
+        .iter()
+        .filter(|s| {
+            want.iter().all(|(k, v)| {
+                let i = family
+                    .desc
+                    .labels
+                    .iter()
+                    .position(|l| l == k)
+                    .unwrap_or_else(|| panic!("{metric} has no label {k}"));
+                &*s.labels[i] == *v
+            })
+        })
+        .map(|s| match &s.value {
+            Value::Number(n) => *n,
+            Value::Histogram(_) => panic!("histogram"),
+        })
+        .collect()
+}
+
+fn one(snap: &Snapshot, metric: &str, want: &[(&str, &str)]) -> f64 {
+    let v = values(snap, metric, want);
+    assert_eq!(
+        v.len(),
+        1,
+        "{metric} {want:?}: expected exactly one series, found {v:?}"
+    );
+    v[0]
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// expected.json key -> metric name (per-guest scalars).
+const SCALARS: &[(&str, &str)] = &[
+    ("cpu_seconds", "container_cpu_usage_seconds_total"),
+    ("cpu_user_seconds", "container_cpu_user_seconds_total"),
+    ("cpu_system_seconds", "container_cpu_system_seconds_total"),
+    ("throttled_seconds", "container_cpu_cfs_throttled_seconds_total"),
+    ("throttled_periods", "container_cpu_cfs_throttled_periods_total"),
+    ("cpu_periods", "container_cpu_cfs_periods_total"),
+    ("cpu_limit_cores", "container_spec_cpu_limit_cores"),
+    ("memory_usage_bytes", "container_memory_usage_bytes"),
+    ("memory_pve_bytes", "container_memory_pve_used_bytes"),
+    ("memory_working_set_bytes", "container_memory_working_set_bytes"),
+    ("memory_limit_bytes", "container_spec_memory_limit_bytes"),
+    ("memory_high_bytes", "container_spec_memory_soft_limit_bytes"),
+    ("swap_bytes", "container_memory_swap"),
+    ("swap_limit_bytes", "container_spec_memory_swap_limit_bytes"),
+    ("pids", "container_threads"),
+    ("pids_limit", "container_threads_max"),
+    ("processes", "container_processes"),
+    ("oom_kills", "container_oom_kills_total"),
+    ("psi_cpu_some_seconds", "container_pressure_cpu_waiting_seconds_total"),
+    ("psi_cpu_full_seconds", "container_pressure_cpu_stalled_seconds_total"),
+    (
+        "psi_memory_some_seconds",
+        "container_pressure_memory_waiting_seconds_total",
+    ),
+    (
+        "psi_memory_full_seconds",
+        "container_pressure_memory_stalled_seconds_total",
+    ),
+    ("psi_io_some_seconds", "container_pressure_io_waiting_seconds_total"),
+    ("psi_io_full_seconds", "container_pressure_io_stalled_seconds_total"),
+];
+
+const NET: &[(&str, &str)] = &[
+    ("rx_bytes", "container_network_receive_bytes_total"),
+    ("tx_bytes", "container_network_transmit_bytes_total"),
+    ("rx_packets", "container_network_receive_packets_total"),
+    ("tx_packets", "container_network_transmit_packets_total"),
+];
+
+const IO: &[(&str, &str)] = &[
+    ("read_bytes", "container_fs_reads_bytes_total"),
+    ("write_bytes", "container_fs_writes_bytes_total"),
+    ("read_ops", "container_fs_reads_total"),
+    ("write_ops", "container_fs_writes_total"),
+];
+
+fn expected() -> Json {
+    serde_json::from_str(&std::fs::read_to_string(fixture_root().join("expected.json")).unwrap()).unwrap()
+}
+
+/// Every container_id that appears in any family of the snapshot.
+fn container_ids(snap: &Snapshot) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for f in &snap.families {
+        if let Some(i) = f.desc.labels.iter().position(|l| *l == "container_id") {
+            ids.extend(f.samples.iter().map(|s| s.labels[i].to_string()));
+        }
+    }
+    ids
+}
+
+/// Metric names with at least one series for `id`.
+fn families_of(snap: &Snapshot, id: &str) -> BTreeSet<&'static str> {
+    snap.families
+        .iter()
+        .filter(|f| {
+            let Some(i) = f.desc.labels.iter().position(|l| *l == "container_id") else {
+                return false;
+            };
+            f.samples.iter().any(|s| &*s.labels[i] == id)
+        })
+        .map(|f| f.desc.name)
+        .collect()
+}
+
+#[test]
+fn every_guest_value_of_expected_json() {
+    let env = synthetic::environment_for_tree(&fixture_root());
+    let snap = collect("guests", &env);
+    let expected = expected();
+    for (id, guest) in expected["guests"].as_object().unwrap() {
+        let kind = guest["type"].as_str().unwrap();
+        let name = guest["name"].as_str().unwrap();
+        let base = [("container_id", id.as_str()), ("host_name", name), ("type", kind)];
+        let running = guest["running"].as_bool().unwrap();
+        let tags: Vec<&str> = guest["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let tags = tags.join(";");
+        let info = [
+            base[0],
+            base[1],
+            base[2],
+            ("node", guest["node"].as_str().unwrap()),
+            ("tags", tags.as_str()),
+            ("status", if running { "running" } else { "stopped" }),
+        ];
+        assert_eq!(one(&snap, "pve_guest_info", &info), 1.0, "info of {id}");
+        if let Some(mem) = guest["config"]["memory"].as_str() {
+            let mib: f64 = mem.parse().unwrap();
+            assert_eq!(one(&snap, "pve_guest_config_memory_bytes", &base), mib * 1048576.0);
+        }
+
+        let absent: Vec<&str> = guest
+            .get("_absent")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        for (key, metric) in SCALARS {
+            let got = values(&snap, metric, &base);
+            match guest.get(*key) {
+                _ if absent.contains(key) => assert!(got.is_empty(), "{id} {metric}: must be absent, got {got:?}"),
+                Some(Json::Null) => assert!(got.is_empty(), "{id} {metric}: null means no series, got {got:?}"),
+                Some(v) => {
+                    let want = v.as_f64().unwrap();
+                    assert_eq!(got.len(), 1, "{id} {metric}: expected {want}, got {got:?}");
+                    assert!(close(got[0], want), "{id} {metric}: expected {want}, got {}", got[0]);
+                }
+                None => {}
+            }
+        }
+        if let Some(events) = guest.get("oom_events").and_then(Json::as_f64) {
+            let mut want = base.to_vec();
+            want.push(("event", "oom"));
+            assert_eq!(one(&snap, "container_memory_events_total", &want), events);
+        }
+
+        // Network, in the guest's view, keyed by guest interface name (LXC) or tap (VM).
+        if absent.contains(&"net") {
+            assert!(values(&snap, "container_network_receive_bytes_total", &base).is_empty());
+        } else if let Some(net) = guest.get("net").and_then(Json::as_object) {
+            assert_eq!(
+                values(&snap, "container_network_receive_bytes_total", &base).len(),
+                net.len(),
+                "{id}: interfaces"
+            );
+            for (interface, counters) in net {
+                let mut want = base.to_vec();
+                want.push(("interface", interface.as_str()));
+                for (key, metric) in NET {
+                    let v = one(&snap, metric, &want);
+                    assert_eq!(v, counters[*key].as_f64().unwrap(), "{id} {interface} {metric}");
+                }
+            }
+        }
+
+        // I/O per device, never summed, absent where io.stat is absent.
+        if absent.contains(&"io") {
+            for (_, metric) in IO {
+                assert!(values(&snap, metric, &base).is_empty(), "{id} {metric} must be absent");
+            }
+        } else if let Some(io) = guest.get("io").and_then(Json::as_object) {
+            assert_eq!(
+                values(&snap, "container_fs_reads_bytes_total", &base).len(),
+                io.len(),
+                "{id}: devices"
+            );
+            for (device, counters) in io {
+                let mut want = base.to_vec();
+                want.push(("device", device.as_str()));
+                for (key, metric) in IO {
+                    assert_eq!(
+                        one(&snap, metric, &want),
+                        counters[*key].as_f64().unwrap(),
+                        "{id} {device} {metric}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn traps_of_expected_md() {
+    let env = synthetic::environment_for_tree(&fixture_root());
+    let snap = collect("guests", &env);
+    // Monitor cgroups, pve-container@ units, lxc/ and qemu.slice aggregates and 300 (pve2) are
+    // not guests of this node; 103 is stopped and has its info only.
+    let ids: Vec<String> = container_ids(&snap).into_iter().collect();
+    assert_eq!(ids, ["101", "102", "103", "200"]);
+    assert_eq!(
+        families_of(&snap, "103"),
+        BTreeSet::from([
+            "pve_guest_info",
+            "pve_guest_config_cpus",
+            "pve_guest_config_memory_bytes"
+        ])
+    );
+    // Snapshot sections: 101 is `web`, not `web-old`, tags are not `staging`, memory 2048.
+    assert!(values(&snap, "pve_guest_info", &[("host_name", "web-old")]).is_empty());
+    assert!(values(&snap, "pve_guest_info", &[("tags", "staging")]).is_empty());
+    // Firewall, bridge, physical and loopback devices are never guest interfaces.
+    let family = snap.family("container_network_receive_bytes_total").unwrap();
+    let interfaces: BTreeSet<&str> = family.samples.iter().map(|s| &*s.labels[3]).collect();
+    assert_eq!(interfaces, BTreeSet::from(["eth0", "eth1", "tap200i0"]));
+    // Swapped rx/tx: the guest's received bytes are the host side's transmitted bytes.
+    let rx = one(
+        &snap,
+        "container_network_receive_bytes_total",
+        &[("container_id", "101"), ("interface", "eth0")],
+    );
+    assert_eq!(rx, 27908331540.0);
+    // 200's 117 host-side tx drops are receive drops of the guest.
+    assert_eq!(
+        one(
+            &snap,
+            "container_network_receive_packets_dropped_total",
+            &[("container_id", "200")]
+        ),
+        117.0
+    );
+    // 102 has no limit series (memory.max and memory.high are `max`; not the config's 4096 MiB, not 0).
+    assert!(values(&snap, "container_spec_memory_limit_bytes", &[("container_id", "102")]).is_empty());
+    assert!(
+        values(
+            &snap,
+            "container_spec_memory_soft_limit_bytes",
+            &[("container_id", "102")]
+        )
+        .is_empty()
+    );
+    assert!(values(&snap, "container_spec_cpu_limit_cores", &[("container_id", "102")]).is_empty());
+    // VM 200 has no io.stat: no I/O series (and not qemu.slice's aggregate).
+    assert!(values(&snap, "container_fs_reads_bytes_total", &[("container_id", "200")]).is_empty());
+    // oom_kill, not oom: 102 has 2 kills and 0 oom events.
+    assert_eq!(one(&snap, "container_oom_kills_total", &[("container_id", "102")]), 2.0);
+    // Guest totals come from lxc/<vmid>, not lxc/<vmid>/ns.
+    assert_eq!(
+        one(&snap, "container_cpu_usage_seconds_total", &[("container_id", "101")]),
+        46091657470.0 / 1e6
+    );
+    // Every per-guest family carries the guest identity labels first.
+    for f in &snap.families {
+        assert_eq!(
+            &f.desc.labels[..3],
+            &["container_id", "host_name", "type"],
+            "{}",
+            f.desc.name
+        );
+    }
+}
+
+#[test]
+fn cluster_values_of_expected_json() {
+    let env = synthetic::environment_for_tree(&fixture_root());
+    let snap = collect("cluster", &env);
+    let c = &expected()["cluster"];
+    let name = c["name"].as_str().unwrap();
+    assert_eq!(
+        one(
+            &snap,
+            "pve_cluster_info",
+            &[("cluster", name), ("node", "pve1"), ("config_version", "2")]
+        ),
+        1.0
+    );
+    assert_eq!(one(&snap, "pve_cluster_quorate", &[("cluster", name)]), 1.0);
+    assert_eq!(one(&snap, "pve_cluster_nodes", &[]), c["nodes_total"].as_f64().unwrap());
+    assert_eq!(
+        one(&snap, "pve_cluster_nodes_online", &[]),
+        c["nodes_online"].as_f64().unwrap()
+    );
+    for (node, state) in c["nodes"].as_object().unwrap() {
+        let id = state["id"].to_string();
+        let want = [
+            ("node", node.as_str()),
+            ("node_id", id.as_str()),
+            ("ip", state["ip"].as_str().unwrap()),
+        ];
+        assert_eq!(one(&snap, "pve_cluster_node_online", &want), 1.0);
+    }
+    assert_eq!(
+        one(&snap, "pve_cluster_guests", &[("node", "pve1"), ("type", "lxc")]),
+        3.0
+    );
+    assert_eq!(
+        one(&snap, "pve_cluster_guests", &[("node", "pve1"), ("type", "qemu")]),
+        1.0
+    );
+    assert_eq!(
+        one(&snap, "pve_cluster_guests", &[("node", "pve2"), ("type", "lxc")]),
+        1.0
+    );
+    assert!(values(&snap, "pve_cluster_guests", &[("node", "pve2"), ("type", "qemu")]).is_empty());
+    assert_eq!(one(&snap, "pve_pmxcfs_start_time_seconds", &[]), 1732185352.0);
+}
+
+/// Copies a directory tree, symlinks as symlinks.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let t = entry.file_type().unwrap();
+        if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else if t.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn fixture_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    copy_tree(&fixture_root(), &root);
+    (dir, root)
+}
+
+#[test]
+fn standalone_node_has_no_cluster_series() {
+    let (_dir, root) = fixture_copy();
+    let pve = root.join("etc/pve");
+    std::fs::write(pve.join(".members"), "{\n\"nodename\": \"pve1\",\n\"version\": 0\n}\n").unwrap();
+    std::fs::remove_file(pve.join("corosync.conf")).unwrap();
+    std::fs::remove_file(pve.join(".vmlist")).unwrap();
+    let snap = collect("cluster", &synthetic::environment_for_tree(&root));
+    let names: Vec<_> = snap.families.iter().map(|f| f.desc.name).collect();
+    assert_eq!(names, ["pve_pmxcfs_start_time_seconds"]);
+    // Nothing of /etc/pve at all: nothing, and no error.
+    let empty = tempfile::tempdir().unwrap();
+    let mut env = synthetic::environment_for_tree(&root);
+    env.pve_path = empty.path().to_path_buf();
+    assert!(collect("cluster", &env).families.is_empty());
+}
+
+#[test]
+fn invalid_members_json_is_a_clear_error_and_the_rest_is_served() {
+    let (_dir, root) = fixture_copy();
+    let pve = root.join("etc/pve");
+    std::fs::write(pve.join(".members"), "{\"nodename\": \"pve1\", \"cluster\": {").unwrap();
+    let env = synthetic::environment_for_tree(&root);
+    let mut cluster = proxmox::create("cluster", &env).unwrap();
+    let (snap, result) = collect_with(cluster.as_mut());
+    let error = result.unwrap_err();
+    assert!(
+        error.contains(".members") && error.contains("invalid .members JSON"),
+        "{error}"
+    );
+    // .vmlist and corosync.conf still give guests per node and the cluster name.
+    assert_eq!(
+        one(&snap, "pve_cluster_guests", &[("node", "pve1"), ("type", "lxc")]),
+        3.0
+    );
+    assert_eq!(one(&snap, "pve_cluster_info", &[("cluster", "homelab")]), 1.0);
+    // The guests collector falls back to the host name for the node and still serves guests.
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    assert!(result.unwrap_err().contains(".members"));
+    assert_eq!(
+        one(&snap, "pve_guest_info", &[("container_id", "101"), ("node", "pve1")]),
+        1.0
+    );
+    assert!(!values(&snap, "container_cpu_usage_seconds_total", &[("container_id", "102")]).is_empty());
+}
+
+#[test]
+fn malformed_cgroup_files_and_config_garbage() {
+    let (_dir, root) = fixture_copy();
+    let cg = root.join("sys/fs/cgroup/lxc/101");
+    // Truncated mid-line, garbage, a non-number limit, invalid UTF-8.
+    std::fs::write(cg.join("memory.stat"), "anon 284864512\nfile 92169").unwrap();
+    std::fs::write(cg.join("memory.current"), "").unwrap();
+    std::fs::write(cg.join("io.stat"), "253:7 rbytes=12 wbytes\n").unwrap();
+    std::fs::write(cg.join("cpu.pressure"), "some avg10=1.11 avg60=1.19 avg300=1.26 tot").unwrap();
+    std::fs::write(cg.join("memory.max"), "unlimited\n").unwrap();
+    std::fs::write(cg.join("pids.current"), b"\xff\xfe\n").unwrap();
+    let conf = root.join("etc/pve/nodes/pve1/lxc/102.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.insert_str(0, "this is not a key\n\u{7f}\u{1}\n");
+    std::fs::write(&conf, text).unwrap();
+
+    let env = synthetic::environment_for_tree(&root);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    let error = result.unwrap_err();
+    assert!(error.contains("lxc/101/") || error.contains("102.conf"), "{error}");
+    let g101 = [("container_id", "101")];
+    // Broken files: their series are absent (never 0)...
+    for metric in [
+        "container_memory_usage_bytes",
+        "container_memory_working_set_bytes",
+        "container_memory_pve_used_bytes",
+        "container_spec_memory_limit_bytes",
+        "container_fs_reads_bytes_total",
+        "container_pressure_cpu_waiting_seconds_total",
+        "container_threads",
+    ] {
+        assert!(values(&snap, metric, &g101).is_empty(), "{metric} must be absent");
+    }
+    // ...and everything else of 101 and of the other guests is still there.
+    assert_eq!(
+        one(&snap, "container_cpu_usage_seconds_total", &g101),
+        46091657470.0 / 1e6
+    );
+    assert_eq!(
+        one(&snap, "container_spec_memory_soft_limit_bytes", &g101),
+        2130706432.0
+    );
+    assert_eq!(one(&snap, "container_processes", &g101), 20.0);
+    assert_eq!(
+        one(&snap, "container_memory_usage_bytes", &[("container_id", "200")]),
+        4576149504.0
+    );
+    // Garbage lines in 102.conf do not hide its name.
+    assert_eq!(
+        one(&snap, "pve_guest_info", &[("container_id", "102"), ("host_name", "db")]),
+        1.0
+    );
+}
+
+#[test]
+fn a_guest_that_stops_disappears_and_one_that_starts_appears() {
+    let (_dir, root) = fixture_copy();
+    let env = synthetic::environment_for_tree(&root);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, _) = collect_with(guests.as_mut());
+    assert!(!values(&snap, "container_cpu_usage_seconds_total", &[("container_id", "102")]).is_empty());
+
+    // 102 stops: its cgroup goes; it has info `stopped` and nothing else at the next collection.
+    std::fs::remove_dir_all(root.join("sys/fs/cgroup/lxc/102")).unwrap();
+    // 104 starts: a cgroup appears (no config: default name CT104).
+    copy_tree(&root.join("sys/fs/cgroup/lxc/101"), &root.join("sys/fs/cgroup/lxc/104"));
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(
+        families_of(&snap, "102"),
+        BTreeSet::from([
+            "pve_guest_info",
+            "pve_guest_config_cpus",
+            "pve_guest_config_memory_bytes"
+        ])
+    );
+    assert_eq!(
+        one(
+            &snap,
+            "pve_guest_info",
+            &[("container_id", "102"), ("status", "stopped")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        one(
+            &snap,
+            "container_cpu_usage_seconds_total",
+            &[("container_id", "104"), ("host_name", "CT104")]
+        ),
+        46091.65747
+    );
+    assert_eq!(
+        one(
+            &snap,
+            "pve_guest_info",
+            &[("container_id", "104"), ("status", "running"), ("tags", "")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_guest_removed_before_its_first_read_is_left_out_entirely() {
+    // A directory that lists but whose files are gone when opened: what a collection sees of
+    // a cgroup removed between the listing and the first read (on kernfs, reads on descriptors
+    // kept from earlier collections fail with ENODEV instead: proxmox_real_root covers that).
+    let (_dir, root) = fixture_copy();
+    let shell = root.join("sys/fs/cgroup/lxc/105");
+    std::fs::create_dir_all(&shell).unwrap();
+    let env = synthetic::environment_for_tree(&root);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert!(families_of(&snap, "105").is_empty(), "{:?}", families_of(&snap, "105"));
+    assert!(!values(&snap, "container_cpu_usage_seconds_total", &[("container_id", "101")]).is_empty());
+}
+
+#[test]
+fn synthetic_host_at_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = synthetic::Spec::new(120);
+    spec.stopped = 5;
+    let host = synthetic::generate(dir.path(), &spec).unwrap();
+    let env = host.environment();
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    for round in 0..3 {
+        let (snap, result) = collect_with(guests.as_mut());
+        result.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(values(&snap, "container_cpu_usage_seconds_total", &[]).len(), 120);
+        assert_eq!(values(&snap, "pve_guest_info", &[("status", "stopped")]).len(), 5);
+        for g in &host.guests {
+            let id = g.vmid.to_string();
+            let base = [
+                ("container_id", id.as_str()),
+                ("host_name", g.name.as_str()),
+                ("type", g.kind.as_str()),
+            ];
+            assert_eq!(
+                one(&snap, "container_cpu_usage_seconds_total", &base),
+                g.usage_usec as f64 / 1e6
+            );
+            assert_eq!(
+                one(&snap, "container_memory_usage_bytes", &base),
+                g.memory_current as f64
+            );
+            assert_eq!(
+                one(&snap, "container_memory_working_set_bytes", &base),
+                (g.memory_current - g.inactive_file) as f64
+            );
+            assert_eq!(
+                one(&snap, "container_memory_pve_used_bytes", &base),
+                (g.memory_current - g.file) as f64
+            );
+            assert_eq!(
+                values(&snap, "container_spec_memory_limit_bytes", &base),
+                g.memory_max.map(|v| v as f64).into_iter().collect::<Vec<_>>()
+            );
+            assert_eq!(one(&snap, "container_processes", &base), g.processes as f64);
+            assert_eq!(one(&snap, "container_threads", &base), g.pids_current as f64);
+            assert_eq!(
+                one(&snap, "container_network_transmit_bytes_total", &base),
+                g.host_rx_bytes as f64
+            );
+            assert_eq!(
+                one(&snap, "container_network_receive_bytes_total", &base),
+                g.host_tx_bytes as f64
+            );
+        }
+    }
+}
