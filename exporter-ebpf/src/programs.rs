@@ -84,24 +84,29 @@ fn slot_of<C: EbpfContext>(ctx: &C, table: &SlotTable, cgroup_id: u64) -> Option
     }
     let home = slot_home(cgroup_id);
     let base = table.entries.as_ptr();
-    let mut found = None;
+    // The matching entry's index, or SLOT_TABLE_ENTRIES for none; the slot is read once after
+    // the loop (reading it inside lets LLVM build code the verifier refuses).
+    let mut hit = SLOT_TABLE_ENTRIES;
     let mut i = 0;
     while i < SLOT_TABLE_PROBES {
         let index = (home + i) & (SLOT_TABLE_ENTRIES - 1);
         // SAFETY: index is masked to the array's length. Volatile: userspace rewrites entries
         // through a shared mapping while programs run.
-        let entry = unsafe { base.add(index) };
-        let id = unsafe { core::ptr::read_volatile(&(*entry).cgroup_id) };
+        let id = unsafe { core::ptr::read_volatile(&(*base.add(index)).cgroup_id) };
         if id == cgroup_id {
-            found = Some(unsafe { core::ptr::read_volatile(&(*entry).slot) });
+            hit = index;
         }
         i += 1;
     }
-    let slot = found?;
+    if hit >= SLOT_TABLE_ENTRIES {
+        return None;
+    }
+    // SAFETY: hit < SLOT_TABLE_ENTRIES (checked above).
+    let slot = unsafe { core::ptr::read_volatile(&(*base.add(hit & (SLOT_TABLE_ENTRIES - 1))).slot) };
     if slot >= MAX_GUESTS {
         let n = count_event(STAT_BAD_SLOT);
         if n.is_power_of_two() {
-            error!(ctx, "slot table names slot {} of cgroup {} (max {}), seen {} times", slot, cgroup_id, MAX_GUESTS, n);
+            error!(ctx, "slot table entry {} names slot {} (max {}); seen {} times on this CPU", hit as u64, slot as u64, MAX_GUESTS as u64, n);
         }
         return None;
     }

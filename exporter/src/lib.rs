@@ -3,6 +3,7 @@
 
 pub mod collectors;
 pub mod config;
+pub mod ebpf;
 pub mod error;
 pub mod model;
 pub mod parse;
