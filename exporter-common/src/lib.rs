@@ -3,7 +3,7 @@
 //!
 //! Layout rules: `#[repr(C)]`, only `u32`/`u64` fields, padding written out as fields, and a
 //! `const` assertion of every size so that a change on one side cannot silently disagree with
-//! the other. The pure functions at the end (hashing, histogram buckets, wake-table packing)
+//! the other. The pure functions at the end (hashing, histogram buckets)
 //! are compiled into both sides so the kernel and userspace can never compute them differently.
 //!
 //! Map overview (names are the ELF symbols userspace looks up):
@@ -12,8 +12,11 @@
 //! - [`COUNTERS_MAP`]: [`GuestCounters`] striped per possible CPU (index `cpu * MAX_GUESTS +
 //!   slot`), `BPF_F_MMAPABLE`, read by userspace without a syscall.
 //! - [`CPU_STATE_MAP`]: per-CPU [`CpuState`] of the sched_switch program.
-//! - [`WAKE_MAP`]: when each runnable task was queued, packed into one `u64` per entry.
 //! - [`EVENT_STATS_MAP`]: per-CPU counters of events the kernel side could not account.
+//!
+//! Read-only globals set by userspace at load: [`GLOBAL_SUM_EXEC_RUNTIME_OFFSET`] and
+//! [`GLOBAL_RUN_DELAY_OFFSET`], byte offsets inside `struct task_struct` found in the kernel's
+//! BTF (Rust has no CO-RE relocations).
 #![no_std]
 
 /// Guest slots. Counters are striped per possible CPU, so the counters map holds
@@ -28,10 +31,6 @@ pub const SLOT_TABLE_ENTRIES: usize = 1 << SLOT_TABLE_BITS;
 /// a guest it cannot place within this many probes and counts it.
 pub const SLOT_TABLE_PROBES: usize = 8;
 
-/// Entries of the wake table (run-queue latency): tasks that are runnable but not yet running.
-pub const WAKE_BITS: u32 = 16;
-pub const WAKE_ENTRIES: u32 = 1 << WAKE_BITS;
-
 /// Run-queue latency histogram: bucket 0 counts waits below 2^10 ns (~1 us); bucket k
 /// (1..=25) waits in [2^(9+k), 2^(10+k)) ns; the last bucket everything from 2^35 ns (~34 s).
 pub const RUNQ_BUCKETS: usize = 27;
@@ -41,16 +40,18 @@ pub const RUNQ_FIRST_BOUND_LOG2: u32 = 10;
 pub const SLOT_TABLE_MAP: &str = "SLOT_TABLE";
 pub const COUNTERS_MAP: &str = "GUEST_COUNTERS";
 pub const CPU_STATE_MAP: &str = "CPU_STATE";
-pub const WAKE_MAP: &str = "WAKE_TS";
 pub const EVENT_STATS_MAP: &str = "EVENT_STATS";
 /// aya-log's ring buffer (the name is fixed by aya-log).
 pub const LOG_MAP: &str = "AYA_LOGS";
 
-/// Programs: (ELF function name, raw tracepoint it attaches to).
+/// Globals (ELF symbols in .rodata) that userspace sets at load.
+pub const GLOBAL_SUM_EXEC_RUNTIME_OFFSET: &str = "TASK_SUM_EXEC_RUNTIME_OFFSET";
+pub const GLOBAL_RUN_DELAY_OFFSET: &str = "TASK_RUN_DELAY_OFFSET";
+
+/// BTF-enabled tracepoint programs (`tp_btf`): (ELF function name, tracepoint).
+pub const BTF_TRACEPOINTS: &[(&str, &str)] = &[("sched_switch", "sched_switch")];
+/// Raw tracepoint programs: (ELF function name, raw tracepoint it attaches to).
 pub const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sched_switch", "sched_switch"),
-    ("sched_wakeup", "sched_wakeup"),
-    ("sched_wakeup_new", "sched_wakeup_new"),
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
@@ -60,8 +61,9 @@ pub const SKB_INGRESS_PROGRAM: &str = "guest_skb_ingress";
 pub const SKB_EGRESS_PROGRAM: &str = "guest_skb_egress";
 
 /// Indices into the per-CPU `EVENT_STATS` array.
-/// A wakeup overwrote the wake-table entry of another still-queued task (its wait is lost).
-pub const STAT_WAKE_OVERWRITTEN: u32 = 0;
+/// A task was switched out whose switch-in this CPU did not see: its slice is not charged.
+/// Expected once per CPU right after attaching; more means lost events.
+pub const STAT_UNSEEN_SWITCH_IN: u32 = 0;
 /// A slot-table entry named a slot outside `0..MAX_GUESTS` (never written by userspace: an
 /// unexpected state).
 pub const STAT_BAD_SLOT: u32 = 1;
@@ -138,14 +140,14 @@ impl GuestCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuState {
     /// The task (its `task_struct` address) switched in last on this CPU, 0 before the first
-    /// switch seen. Checked at switch-out so that time is charged only for an interval whose
-    /// start this CPU saw for this very task.
+    /// switch seen. Checked at switch-out so that a slice is charged only when this CPU saw
+    /// its start for this very task.
     pub task: u64,
-    /// When `task` was switched in (bpf_ktime_get_ns).
-    pub start_ns: u64,
-    /// The run-queue wait `task` had just before it was switched in, plus one (0 = none);
-    /// added to the task's guest at its switch-out, where its cgroup is `current`'s.
-    pub pending_wait: u64,
+    /// `task->se.sum_exec_runtime` when it was switched in.
+    pub sum_exec_runtime: u64,
+    /// `task->sched_info.run_delay` when it was switched in (before this arrival's wait is
+    /// added to it, which the kernel does after the tracepoint).
+    pub run_delay: u64,
     pub _pad: u64,
 }
 
@@ -164,41 +166,6 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 #[inline(always)]
 pub const fn slot_home(cgroup_id: u64) -> usize {
     (cgroup_id.wrapping_mul(GOLDEN) >> (64 - SLOT_TABLE_BITS)) as usize
-}
-
-/// Wake table packing: one `u64` per entry so that a CPU writes it with one store and another
-/// reads it whole: the low [`WAKE_TAG_BITS`] bits tag the task, the rest hold the low bits of
-/// the queue time. Waits are computed modulo 2^42 ns (~73 min), far above any real wait.
-pub const WAKE_TAG_BITS: u32 = 22;
-pub const WAKE_TS_MASK: u64 = (1 << (64 - WAKE_TAG_BITS)) - 1;
-const WAKE_TAG_MASK: u64 = (1 << WAKE_TAG_BITS) - 1;
-
-/// Wake-table index of a task, from its `task_struct` address. Keying by address needs no
-/// read of task fields (a raw tracepoint has no BTF to read `pid` with).
-#[inline(always)]
-pub const fn wake_index(task: u64) -> u32 {
-    (task.wrapping_mul(GOLDEN) >> (64 - WAKE_BITS)) as u32
-}
-
-/// The tag stored with a task's entry: other bits of the same hash, never 0.
-#[inline(always)]
-pub const fn wake_tag(task: u64) -> u64 {
-    ((task.wrapping_mul(GOLDEN) >> 8) & WAKE_TAG_MASK) | 1
-}
-
-#[inline(always)]
-pub const fn wake_pack(task: u64, now_ns: u64) -> u64 {
-    ((now_ns & WAKE_TS_MASK) << WAKE_TAG_BITS) | wake_tag(task)
-}
-
-/// The wait since the packed entry was written, if the entry belongs to `task`.
-#[inline(always)]
-pub const fn wake_wait(entry: u64, task: u64, now_ns: u64) -> Option<u64> {
-    if entry == 0 || entry & WAKE_TAG_MASK != wake_tag(task) {
-        return None;
-    }
-    let queued = entry >> WAKE_TAG_BITS;
-    Some((now_ns & WAKE_TS_MASK).wrapping_sub(queued) & WAKE_TS_MASK)
 }
 
 /// floor(log2(v)) for v > 0, with a fixed number of comparisons (no loop for the verifier).
@@ -291,24 +258,9 @@ mod tests {
     }
 
     #[test]
-    fn wake_entries_round_trip_and_reject_other_tasks() {
-        let task = 0xffff_8881_0234_5600;
-        let entry = wake_pack(task, 5_000);
-        assert_eq!(wake_wait(entry, task, 7_500), Some(2_500));
-        assert_eq!(wake_wait(0, task, 7_500), None);
-        // Wrapping of the truncated clock still yields the true wait.
-        let late = WAKE_TS_MASK - 10;
-        assert_eq!(wake_wait(wake_pack(task, late), task, late + 30), Some(30));
-        let other = task + 0x2c00;
-        assert_ne!(wake_tag(other), wake_tag(task));
-        assert_eq!(wake_wait(entry, other, 7_500), None);
-    }
-
-    #[test]
     fn homes_stay_in_the_table() {
         for id in [1u64, 2, 4096, u64::MAX, 0x1_0000_0001] {
             assert!(slot_home(id) < SLOT_TABLE_ENTRIES);
         }
-        assert!(wake_index(u64::MAX) < WAKE_ENTRIES);
     }
 }

@@ -2,10 +2,9 @@
 //! on any other target this crate is an empty shell so that workspace-wide builds succeed.
 //!
 //! What each program does (maps and layouts are in `exporter-common`):
-//! - `sched_switch` (raw tracepoint): charges the on-CPU time of the task switched out to its
-//!   guest, stamps the task switched in, and turns that task's run-queue wait (queued at wakeup
-//!   or preemption) into a pending histogram sample charged at its own switch-out.
-//! - `sched_wakeup`, `sched_wakeup_new`: remember when a task became runnable.
+//! - `sched_switch` (tp_btf): charges the slice of the task switched out to its guest, as the
+//!   growth of its `se.sum_exec_runtime` (CPU time) and `sched_info.run_delay` (the run-queue
+//!   wait before the slice, one histogram sample) since its switch-in on this CPU.
 //! - `sched_process_fork|exec|exit`: task lifecycle counters of `current`'s guest.
 //! - `guest_skb_ingress|egress` (cgroup_skb, attached per guest cgroup): packets and L3 bytes.
 //!

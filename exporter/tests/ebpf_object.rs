@@ -42,12 +42,13 @@ fn embedded_object_matches_the_contract() {
         BPF_F_MMAPABLE,
     );
     expect(common::CPU_STATE_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<common::CpuState>(), 1, 0);
-    expect(common::WAKE_MAP, BPF_MAP_TYPE_ARRAY, 8, common::WAKE_ENTRIES, 0);
     expect(common::EVENT_STATS_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 8, common::EVENT_STATS_LEN, 0);
+    let rodata = obj.maps.get(".rodata").expect(".rodata holds the task field offsets");
+    assert!(rodata.value_size() >= 8, "two u32 offsets");
     let logs = obj.maps.get(common::LOG_MAP).expect("aya-log ring buffer");
     assert_eq!(logs.map_type(), BPF_MAP_TYPE_RINGBUF);
 
-    for (program, _) in common::RAW_TRACEPOINTS {
+    for (program, _) in common::BTF_TRACEPOINTS.iter().chain(common::RAW_TRACEPOINTS) {
         assert!(
             obj.programs.contains_key(*program),
             "program {program} missing; programs: {:?}",

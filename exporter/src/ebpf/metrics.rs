@@ -22,7 +22,7 @@ pub const GUEST_LABELS: &[&str] = &["container_id", "host_name", "type"];
 
 pub static RUNQUEUE_LATENCY: MetricDesc = MetricDesc {
     name: "container_runqueue_latency_seconds",
-    help: "Time the guest's tasks spent runnable but waiting for a CPU, from wakeup or preemption to running (eBPF sched_switch).",
+    help: "Time the guest's tasks spent runnable but waiting for a CPU, from wakeup or preemption to running: one sample per run slice (eBPF sched_switch, the kernel's sched_info run_delay).",
     kind: Kind::Histogram,
     unit: Unit::Seconds,
     labels: GUEST_LABELS,
@@ -152,7 +152,7 @@ pub static MAP_CAPACITY: MetricDesc = MetricDesc {
 
 pub static EVENTS_LOST: MetricDesc = MetricDesc {
     name: "metrics_exporter_ebpf_events_lost_total",
-    help: "What the eBPF side could not account: guests refused for lack of a slot, queued tasks whose wake entry was overwritten, slot-table entries in an unexpected state.",
+    help: "What the eBPF side could not account: guests refused for lack of a slot, guest slices whose switch-in was not seen (one per CPU at attach), slot-table entries in an unexpected state.",
     kind: Kind::Counter,
     unit: Unit::Count("{event}"),
     labels: &["reason"],
@@ -222,8 +222,8 @@ pub fn push_self(out: &mut SnapshotBuilder, stats: &SelfStats) {
     out.push(&MAP_ENTRIES, ["slot_table"], stats.slots_used as f64);
     out.push(&MAP_CAPACITY, ["slot_table"], stats.slot_table_capacity as f64);
     out.push(&EVENTS_LOST, ["guest_rejected"], stats.guests_rejected as f64);
-    if let Some(n) = stats.wake_overwritten {
-        out.push(&EVENTS_LOST, ["wake_entry_overwritten"], n as f64);
+    if let Some(n) = stats.unseen_switch_in {
+        out.push(&EVENTS_LOST, ["switch_in_unseen"], n as f64);
     }
     if let Some(n) = stats.bad_slot {
         out.push(&EVENTS_LOST, ["bad_slot_entry"], n as f64);

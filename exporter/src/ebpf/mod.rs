@@ -1,9 +1,9 @@
 //! The eBPF runtime: loads the programs of `exporter-ebpf`, assigns guest slots, and reads
 //! every guest's counters from shared memory.
 //!
-//! Hooks (see `exporter-ebpf`): raw tracepoints `sched_switch`, `sched_wakeup`,
-//! `sched_wakeup_new`, `sched_process_fork|exec|exit`, and cgroup_skb ingress/egress attached
-//! to each guest's cgroup. Metrics: the eBPF-only guest families and the
+//! Hooks (see `exporter-ebpf`): the BTF tracepoint `sched_switch` (task field offsets come from
+//! the kernel's BTF, [`btf`]), raw tracepoints `sched_process_fork|exec|exit`, and cgroup_skb
+//! ingress/egress attached to each guest's cgroup. Metrics: the eBPF-only guest families and the
 //! `metrics_exporter_ebpf_*` self families of [`metrics`]; per-guest CPU time is handed to the
 //! Proxmox collector, which exports it under the same name as its cgroupfs value.
 //!
@@ -19,6 +19,7 @@
 //!    guest's counters from one mmap-ed, per-CPU-striped array, without a syscall.
 //!    [`EbpfRuntime::self_stats`] gives the programs' own cost and the maps' fill levels.
 
+pub mod btf;
 pub mod logs;
 pub mod metrics;
 pub mod mmap;
@@ -31,12 +32,12 @@ use std::path::{Component, Path, PathBuf};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::cgroup_skb::CgroupSkbLinkId;
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use exporter_common::{
-    COUNTERS_MAP, EVENT_STATS_MAP, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM,
-    SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT,
-    STAT_WAKE_OVERWRITTEN, SlotEntry, SlotTable, slot_home,
+    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET, GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
+    GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES,
+    SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
 };
 
 use crate::config::EbpfMode;
@@ -188,7 +189,7 @@ pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Resul
     match outcome {
         Ok(runtime) => {
             tracing::info!(
-                programs = RAW_TRACEPOINTS.len() + 2,
+                programs = BTF_TRACEPOINTS.len() + RAW_TRACEPOINTS.len() + 2,
                 bpf_stats = runtime.stats_error.is_none(),
                 "eBPF programs loaded: guest CPU, run-queue, task and socket counters come from kernel maps"
             );
@@ -284,7 +285,7 @@ pub struct SelfStats {
     pub slot_table_capacity: usize,
     pub guests_rejected: u64,
     /// Kernel-side event counters; `None` when the map could not be read.
-    pub wake_overwritten: Option<u64>,
+    pub unseen_switch_in: Option<u64>,
     pub bad_slot: Option<u64>,
     pub nr_cpus: usize,
 }
@@ -344,8 +345,16 @@ impl EbpfRuntime {
         } else {
             (None, Some("not requested".to_owned()))
         };
+        // Task field offsets, read from the same BTF the tp_btf program is verified against.
+        let btf_path = "/sys/kernel/btf/vmlinux";
+        let raw_btf = std::fs::read(btf_path).map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let offsets = btf::task_offsets(&raw_btf)
+            .map_err(|e| EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}")))?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(COUNTERS_MAP, stripes)
+            .set_global(GLOBAL_SUM_EXEC_RUNTIME_OFFSET, &offsets.sum_exec_runtime, true)
+            .set_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
             .load(OBJECT)
             .map_err(|e| EbpfUnavailable::from_error("loading the eBPF object", &e))?;
         let logs = if options.forward_logs {
@@ -359,6 +368,19 @@ impl EbpfRuntime {
         } else {
             None
         };
+        for (name, tracepoint) in BTF_TRACEPOINTS {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| missing("program", name))?
+                .try_into()
+                .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
+            program
+                .load(tracepoint, &kernel_btf)
+                .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
+            program
+                .attach()
+                .map_err(|e| EbpfUnavailable::from_error(&format!("attaching {name} to BTF tracepoint {tracepoint}"), &e))?;
+        }
         for (name, tracepoint) in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
@@ -532,7 +554,7 @@ impl EbpfRuntime {
     /// Run counts and times of every program, fill levels and losses.
     pub fn self_stats(&self) -> SelfStats {
         let mut programs = Vec::new();
-        for (name, _) in RAW_TRACEPOINTS {
+        for (name, _) in BTF_TRACEPOINTS.iter().chain(RAW_TRACEPOINTS) {
             programs.push(*name);
         }
         programs.push(SKB_INGRESS_PROGRAM);
@@ -561,7 +583,7 @@ impl EbpfRuntime {
             slots_capacity: MAX_GUESTS,
             slot_table_capacity: SLOT_TABLE_ENTRIES,
             guests_rejected: self.rejected,
-            wake_overwritten: event(STAT_WAKE_OVERWRITTEN),
+            unseen_switch_in: event(STAT_UNSEEN_SWITCH_IN),
             bad_slot: event(STAT_BAD_SLOT),
             nr_cpus: self.nr_cpus,
         }
