@@ -28,8 +28,13 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "ebpf benchmarks: CI=true but not root");
-        eprintln!("ebpf benchmarks: NOT RUN: they load eBPF programs and create cgroups, which needs root");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ebpf benchmarks: CI=true but not root"
+        );
+        eprintln!(
+            "ebpf benchmarks: NOT RUN: they load eBPF programs and create cgroups, which needs root"
+        );
         return;
     }
     let tree = Tree::new();
@@ -62,7 +67,8 @@ impl Tree {
             .lines()
             .find_map(|l| {
                 let (left, right) = l.split_once(" - ")?;
-                (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+                (right.split(' ').next() == Some("cgroup2"))
+                    .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
             })
             .expect("a cgroup2 mount");
         let root = mount.join(format!("mex-bench-{}", std::process::id()));
@@ -85,7 +91,9 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
         for e in entries.flatten() {
             if e.path().is_dir() {
                 let _ = std::fs::remove_dir(e.path());
@@ -123,12 +131,19 @@ fn pingpong_in(cgroup: &Path, round_trips: u64) -> Duration {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("echo $$ > {}/cgroup.procs && exec taskset -c 0 \"$0\"", cgroup.display()))
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec taskset -c 0 \"$0\"",
+            cgroup.display()
+        ))
         .arg(exe)
         .env("MEX_PINGPONG", round_trips.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "ping-pong child: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ping-pong child: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Duration::from_nanos(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
 }
 
@@ -156,8 +171,16 @@ fn pingpong(round_trips: u64) -> Duration {
 
 fn sched_switch_stats(rt: &EbpfRuntime) -> (u64, u64) {
     let stats = rt.self_stats();
-    assert!(stats.bpf_stats_enabled, "bpf stats: {:?}", stats.bpf_stats_error);
-    let p = stats.programs.iter().find(|p| p.name == "sched_switch").unwrap();
+    assert!(
+        stats.bpf_stats_enabled,
+        "bpf stats: {:?}",
+        stats.bpf_stats_error
+    );
+    let p = stats
+        .programs
+        .iter()
+        .find(|p| p.name == "sched_switch")
+        .unwrap();
     (p.run_count, p.run_time_ns)
 }
 
@@ -183,23 +206,39 @@ fn sched_switch_cost(c: &mut Criterion, tree: &Tree) {
         time as f64 / count as f64
     );
     for p in rt.self_stats().programs.iter().filter(|p| p.run_count > 0) {
-        println!("  {}: {} runs, {:.1} ns per run", p.name, p.run_count, p.run_time_ns as f64 / p.run_count as f64);
+        println!(
+            "  {}: {} runs, {:.1} ns per run",
+            p.name,
+            p.run_count,
+            p.run_time_ns as f64 / p.run_count as f64
+        );
     }
 }
 
 fn bpf_stats_enabled_sysctl() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn pingpong_slowdown(c: &mut Criterion, tree: &Tree) {
     let guest = tree.guest("pingpong");
-    assert_eq!(bpf_stats_enabled_sysctl(), "0", "kernel.bpf_stats_enabled must be 0 for this measurement");
+    assert_eq!(
+        bpf_stats_enabled_sysctl(),
+        "0",
+        "kernel.bpf_stats_enabled must be 0 for this measurement"
+    );
     let mut group = c.benchmark_group("ebpf_pingpong_pinned");
-    group.bench_function("without_programs", |b| b.iter_custom(|iters| pingpong_in(&guest, iters.max(1_000))));
+    group.bench_function("without_programs", |b| {
+        b.iter_custom(|iters| pingpong_in(&guest, iters.max(1_000)))
+    });
     {
         let mut rt = tree.runtime(false);
         rt.assign("pingpong", &guest).unwrap();
-        group.bench_function("with_programs", |b| b.iter_custom(|iters| pingpong_in(&guest, iters.max(1_000))));
+        group.bench_function("with_programs", |b| {
+            b.iter_custom(|iters| pingpong_in(&guest, iters.max(1_000)))
+        });
     }
     group.finish();
 

@@ -205,12 +205,20 @@ pub const fn runq_bucket(wait_ns: u64) -> usize {
         return 0;
     }
     let k = (log2_floor(wait_ns) - (RUNQ_FIRST_BOUND_LOG2 - 1)) as usize;
-    if k >= RUNQ_BUCKETS { RUNQ_BUCKETS - 1 } else { k }
+    if k >= RUNQ_BUCKETS {
+        RUNQ_BUCKETS - 1
+    } else {
+        k
+    }
 }
 
 /// Upper bound in nanoseconds of bucket `k` (exclusive); `None` for the last (+Inf) bucket.
 pub const fn runq_bucket_upper_ns(k: usize) -> Option<u64> {
-    if k + 1 >= RUNQ_BUCKETS { None } else { Some(1 << (RUNQ_FIRST_BOUND_LOG2 + k as u32)) }
+    if k + 1 >= RUNQ_BUCKETS {
+        None
+    } else {
+        Some(1 << (RUNQ_FIRST_BOUND_LOG2 + k as u32))
+    }
 }
 
 // SAFETY: all four types are #[repr(C)], consist only of u32/u64 fields and arrays of them

@@ -23,7 +23,9 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_MMAPABLE,
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_smp_processor_id, bpf_skb_ancestor_cgroup_id},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_smp_processor_id, bpf_skb_ancestor_cgroup_id,
+    },
     macros::{btf_tracepoint, cgroup_skb, map, raw_tracepoint},
     maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, SkBuffContext},
@@ -110,11 +112,19 @@ fn slot_of<C: EbpfContext>(ctx: &C, table: &SlotTable, cgroup_id: u64) -> Option
         return None;
     }
     // SAFETY: hit < SLOT_TABLE_ENTRIES (checked above).
-    let slot = unsafe { core::ptr::read_volatile(&(*base.add(hit & (SLOT_TABLE_ENTRIES - 1))).slot) };
+    let slot =
+        unsafe { core::ptr::read_volatile(&(*base.add(hit & (SLOT_TABLE_ENTRIES - 1))).slot) };
     if slot >= MAX_GUESTS {
         let n = count_event(STAT_BAD_SLOT);
         if n.is_power_of_two() {
-            error!(ctx, "slot table entry {} names slot {} (max {}); seen {} times on this CPU", hit as u64, slot as u64, MAX_GUESTS as u64, n);
+            error!(
+                ctx,
+                "slot table entry {} names slot {} (max {}); seen {} times on this CPU",
+                hit as u64,
+                slot as u64,
+                MAX_GUESTS as u64,
+                n
+            );
         }
         return None;
     }
@@ -190,7 +200,11 @@ fn on_switch(ctx: &BtfTracePointContext) {
     if task != prev as u64 {
         let n = count_event(STAT_UNSEEN_SWITCH_IN);
         if n.is_power_of_two() && n > 1 {
-            warn!(ctx, "a guest task was switched out without its switch-in seen on this CPU ({} times)", n);
+            warn!(
+                ctx,
+                "a guest task was switched out without its switch-in seen on this CPU ({} times)",
+                n
+            );
         }
         return;
     }

@@ -16,7 +16,10 @@ fn embedded_object_matches_the_contract() {
         // Loud on purpose: a build with AYA_BUILD_SKIP=1 has nothing to check.
         eprintln!("ebpf_object: built with AYA_BUILD_SKIP=1, the object is empty: NOT CHECKED");
         assert!(OBJECT.is_empty());
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must build the eBPF object");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must build the eBPF object"
+        );
         return;
     }
     let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
@@ -32,7 +35,13 @@ fn embedded_object_matches_the_contract() {
         assert_eq!(map.max_entries(), max_entries, "{name} max entries");
         assert_eq!(map.map_flags() & BPF_F_MMAPABLE, flags, "{name} flags");
     };
-    expect(common::SLOT_TABLE_MAP, BPF_MAP_TYPE_ARRAY, size_of::<common::SlotTable>(), 1, BPF_F_MMAPABLE);
+    expect(
+        common::SLOT_TABLE_MAP,
+        BPF_MAP_TYPE_ARRAY,
+        size_of::<common::SlotTable>(),
+        1,
+        BPF_F_MMAPABLE,
+    );
     // Userspace multiplies the entries by the number of possible CPUs at load.
     expect(
         common::COUNTERS_MAP,
@@ -41,14 +50,32 @@ fn embedded_object_matches_the_contract() {
         common::MAX_GUESTS,
         BPF_F_MMAPABLE,
     );
-    expect(common::CPU_STATE_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<common::CpuState>(), 1, 0);
-    expect(common::EVENT_STATS_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 8, common::EVENT_STATS_LEN, 0);
-    let rodata = obj.maps.get(".rodata").expect(".rodata holds the task field offsets");
+    expect(
+        common::CPU_STATE_MAP,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        size_of::<common::CpuState>(),
+        1,
+        0,
+    );
+    expect(
+        common::EVENT_STATS_MAP,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        8,
+        common::EVENT_STATS_LEN,
+        0,
+    );
+    let rodata = obj
+        .maps
+        .get(".rodata")
+        .expect(".rodata holds the task field offsets");
     assert!(rodata.value_size() >= 8, "two u32 offsets");
     let logs = obj.maps.get(common::LOG_MAP).expect("aya-log ring buffer");
     assert_eq!(logs.map_type(), BPF_MAP_TYPE_RINGBUF);
 
-    for (program, _) in common::BTF_TRACEPOINTS.iter().chain(common::RAW_TRACEPOINTS) {
+    for (program, _) in common::BTF_TRACEPOINTS
+        .iter()
+        .chain(common::RAW_TRACEPOINTS)
+    {
         assert!(
             obj.programs.contains_key(*program),
             "program {program} missing; programs: {:?}",
@@ -56,6 +83,9 @@ fn embedded_object_matches_the_contract() {
         );
     }
     for program in [common::SKB_INGRESS_PROGRAM, common::SKB_EGRESS_PROGRAM] {
-        assert!(obj.programs.contains_key(program), "program {program} missing");
+        assert!(
+            obj.programs.contains_key(program),
+            "program {program} missing"
+        );
     }
 }

@@ -67,9 +67,18 @@ impl<'a> Btf<'a> {
         let section = data
             .get(hdr_len + type_off..hdr_len + type_off + type_len)
             .ok_or("BTF type section out of bounds")?;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("BTF strings out of bounds")?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or("BTF strings out of bounds")?;
         // Type id 0 is void; ids start at 1.
-        let mut types = vec![Type { name_off: 0, kind: 0, kind_flag: false, vlen: 0, size_or_type: 0, extra: 0 }];
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            kind_flag: false,
+            vlen: 0,
+            size_or_type: 0,
+            extra: 0,
+        }];
         let mut at = 0;
         while at < section.len() {
             let info = u32_at(section, at + 4)?;
@@ -91,7 +100,11 @@ impl<'a> Btf<'a> {
             types.push(t);
             at += 12 + extra;
         }
-        Ok(Btf { types, section, strings })
+        Ok(Btf {
+            types,
+            section,
+            strings,
+        })
     }
 
     fn name(&self, off: u32) -> &'a [u8] {
@@ -129,8 +142,11 @@ impl<'a> Btf<'a> {
         }
         for i in 0..t.vlen {
             let at = t.extra + 12 * i;
-            let (name_off, ty, raw) =
-                (u32_at(self.section, at).ok()?, u32_at(self.section, at + 4).ok()?, u32_at(self.section, at + 8).ok()?);
+            let (name_off, ty, raw) = (
+                u32_at(self.section, at).ok()?,
+                u32_at(self.section, at + 4).ok()?,
+                u32_at(self.section, at + 8).ok()?,
+            );
             let bit_offset = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
             if name_off == 0 {
                 if let Some((inner, found)) = self.member(self.resolve(ty), name, depth + 1) {
@@ -145,11 +161,14 @@ impl<'a> Btf<'a> {
 
     /// Byte offset of `path` (e.g. `["se", "sum_exec_runtime"]`) inside struct `root`.
     fn offset(&self, root: &str, path: &[&str]) -> Result<u32, String> {
-        let mut id = self.struct_named(root).ok_or_else(|| format!("BTF has no struct {root}"))?;
+        let mut id = self
+            .struct_named(root)
+            .ok_or_else(|| format!("BTF has no struct {root}"))?;
         let mut bits = 0;
         for field in path {
-            let (offset, ty) =
-                self.member(id, field, 0).ok_or_else(|| format!("BTF: no member {field} in {root} path {path:?}"))?;
+            let (offset, ty) = self
+                .member(id, field, 0)
+                .ok_or_else(|| format!("BTF: no member {field} in {root} path {path:?}"))?;
             bits += offset;
             id = self.resolve(ty);
         }
@@ -184,7 +203,10 @@ mod tests {
         // Both are u64 fields well inside task_struct, 8-aligned.
         assert_eq!(off.sum_exec_runtime % 8, 0, "{off:?}");
         assert_eq!(off.run_delay % 8, 0, "{off:?}");
-        assert!(off.sum_exec_runtime > 0 && off.run_delay > off.sum_exec_runtime, "{off:?}");
+        assert!(
+            off.sum_exec_runtime > 0 && off.run_delay > off.sum_exec_runtime,
+            "{off:?}"
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct LogForwarder {
 impl LogForwarder {
     /// Takes the log ring buffer out of `ebpf` and starts draining it.
     pub fn start(ebpf: &mut Ebpf) -> Result<LogForwarder, String> {
-        let mut logger = EbpfLogger::init_with_logger(ebpf, TracingLog).map_err(|e| e.to_string())?;
+        let mut logger =
+            EbpfLogger::init_with_logger(ebpf, TracingLog).map_err(|e| e.to_string())?;
         // SAFETY: eventfd has no memory preconditions; the result is checked.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if raw < 0 {
@@ -83,7 +84,10 @@ impl LogForwarder {
                 }
             })
             .map_err(|e| format!("spawning the eBPF log thread: {e}"))?;
-        Ok(LogForwarder { stop, thread: Some(thread) })
+        Ok(LogForwarder {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

@@ -12,7 +12,9 @@
 //! not, each program's run count and run time from the kernel's bpf stats, map fill levels and
 //! events that could not be accounted.
 
-use crate::model::{Histogram, Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit, Value};
+use crate::model::{
+    Histogram, Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit, Value,
+};
 use exporter_common::{RUNQ_BUCKETS, runq_bucket_upper_ns};
 
 use super::{EbpfUnavailable, GuestReading, SelfStats};
@@ -127,7 +129,11 @@ pub static PROGRAM_RUN_SECONDS: MetricDesc = MetricDesc {
     unit: Unit::Seconds,
     labels: &["program"],
     scope: Scope::Node,
-    otel: Some(OtelName { name: "metrics_exporter.ebpf.program.time", attributes: &["program"], fixed: &[] }),
+    otel: Some(OtelName {
+        name: "metrics_exporter.ebpf.program.time",
+        attributes: &["program"],
+        fixed: &[],
+    }),
 };
 
 pub static MAP_ENTRIES: MetricDesc = MetricDesc {
@@ -189,14 +195,22 @@ pub fn runqueue_histogram(reading: &GuestReading) -> Histogram {
             buckets.push((upper as f64 / 1e9, cumulative));
         }
     }
-    Histogram { buckets, sum: c.runq_wait_ns as f64 / 1e9, count: cumulative }
+    Histogram {
+        buckets,
+        sum: c.runq_wait_ns as f64 / 1e9,
+        count: cumulative,
+    }
 }
 
 /// Adds the eBPF-only guest series of one guest. `labels` are the values of [`GUEST_LABELS`].
 pub fn push_guest(out: &mut SnapshotBuilder, labels: &[LabelValue; 3], reading: &GuestReading) {
     let c = &reading.counters;
     let l = || labels.iter().cloned();
-    out.push_value(&RUNQUEUE_LATENCY, l(), Value::Histogram(Box::new(runqueue_histogram(reading))));
+    out.push_value(
+        &RUNQUEUE_LATENCY,
+        l(),
+        Value::Histogram(Box::new(runqueue_histogram(reading))),
+    );
     out.push(&TASKS_FORKED, l(), c.forks as f64);
     out.push(&TASKS_EXECS, l(), c.execs as f64);
     out.push(&TASKS_EXITS, l(), c.exits as f64);
@@ -220,8 +234,16 @@ pub fn push_self(out: &mut SnapshotBuilder, stats: &SelfStats) {
     out.push(&MAP_ENTRIES, ["guest_slots"], stats.slots_used as f64);
     out.push(&MAP_CAPACITY, ["guest_slots"], stats.slots_capacity as f64);
     out.push(&MAP_ENTRIES, ["slot_table"], stats.slots_used as f64);
-    out.push(&MAP_CAPACITY, ["slot_table"], stats.slot_table_capacity as f64);
-    out.push(&EVENTS_LOST, ["guest_rejected"], stats.guests_rejected as f64);
+    out.push(
+        &MAP_CAPACITY,
+        ["slot_table"],
+        stats.slot_table_capacity as f64,
+    );
+    out.push(
+        &EVENTS_LOST,
+        ["guest_rejected"],
+        stats.guests_rejected as f64,
+    );
     if let Some(n) = stats.unseen_switch_in {
         out.push(&EVENTS_LOST, ["switch_in_unseen"], n as f64);
     }

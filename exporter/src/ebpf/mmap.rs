@@ -28,14 +28,28 @@ impl Mapping {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = len.div_ceil(page) * page;
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh shared mapping of a descriptor we hold; the kernel checks len
         // against the map's size.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
     }
 
@@ -50,7 +64,11 @@ impl Mapping {
     /// The u64 at word index `i`.
     #[inline(always)]
     pub fn read_u64(&self, i: usize) -> u64 {
-        assert!((i + 1) * 8 <= self.len, "word {i} outside a mapping of {} bytes", self.len);
+        assert!(
+            (i + 1) * 8 <= self.len,
+            "word {i} outside a mapping of {} bytes",
+            self.len
+        );
         // SAFETY: in bounds (checked), 8-aligned (the mapping is page-aligned); volatile
         // because the kernel writes it concurrently.
         unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u64>().add(i)) }
@@ -64,7 +82,11 @@ impl Mapping {
 
     #[inline(always)]
     pub fn write_u64(&mut self, i: usize, value: u64) {
-        assert!((i + 1) * 8 <= self.len, "word {i} outside a mapping of {} bytes", self.len);
+        assert!(
+            (i + 1) * 8 <= self.len,
+            "word {i} outside a mapping of {} bytes",
+            self.len
+        );
         // SAFETY: in bounds and aligned; the mapping is writable when this is called (only
         // the slot table is written, and it is mapped writable).
         unsafe { std::ptr::write_volatile(self.ptr.as_ptr().cast::<u64>().add(i), value) }
@@ -72,7 +94,10 @@ impl Mapping {
 
     #[inline(always)]
     pub fn write_u32(&mut self, byte_offset: usize, value: u32) {
-        assert!(byte_offset % 4 == 0 && byte_offset + 4 <= self.len, "u32 at {byte_offset} outside the mapping");
+        assert!(
+            byte_offset.is_multiple_of(4) && byte_offset + 4 <= self.len,
+            "u32 at {byte_offset} outside the mapping"
+        );
         // SAFETY: in bounds and aligned (checked).
         unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(byte_offset).cast::<u32>(), value) }
     }

@@ -32,12 +32,15 @@ use std::path::{Component, Path, PathBuf};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::cgroup_skb::CgroupSkbLinkId;
-use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint,
+};
 use aya::{Ebpf, EbpfLoader};
 use exporter_common::{
-    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET, GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
-    GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES,
-    SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
+    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET,
+    GLOBAL_SUM_EXEC_RUNTIME_OFFSET, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM,
+    SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT,
+    STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
 };
 
 use crate::config::EbpfMode;
@@ -50,7 +53,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const NOT_BUILT: bool = cfg!(ebpf_object_empty);
 
 /// `statfs` magic of cgroup2 (<https://elixir.bootlin.com/linux/v6.18/source/include/uapi/linux/magic.h>).
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 
 /// Why the eBPF programs are not running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -109,7 +112,11 @@ fn errno_name(errno: i32) -> &'static str {
 
 impl EbpfUnavailable {
     fn new(kind: UnavailableKind, message: impl Into<String>) -> Self {
-        EbpfUnavailable { kind, errno: None, message: message.into() }
+        EbpfUnavailable {
+            kind,
+            errno: None,
+            message: message.into(),
+        }
     }
 
     /// Classifies a load error by the errno found in its source chain (never by a map or
@@ -129,10 +136,16 @@ impl EbpfUnavailable {
         }
         let kind = match errno {
             Some(libc::EPERM | libc::EACCES) => UnavailableKind::PermissionDenied,
-            Some(libc::ENOSYS | libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) => UnavailableKind::Unsupported,
+            Some(libc::ENOSYS | libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) => {
+                UnavailableKind::Unsupported
+            }
             _ => UnavailableKind::Failed,
         };
-        EbpfUnavailable { kind, errno, message }
+        EbpfUnavailable {
+            kind,
+            errno,
+            message,
+        }
     }
 }
 
@@ -177,7 +190,11 @@ impl LoadOptions {
 }
 
 /// Decides and loads according to `EBPF` and the platform, logging one line.
-pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Result<EbpfState, EbpfFatal> {
+pub fn start(
+    mode: EbpfMode,
+    platform: Platform,
+    options: &LoadOptions,
+) -> Result<EbpfState, EbpfFatal> {
     let outcome = match mode {
         EbpfMode::Off => Err(EbpfUnavailable::new(UnavailableKind::Disabled, "EBPF=off")),
         EbpfMode::Auto if platform == Platform::Lxc => Err(EbpfUnavailable::new(
@@ -200,7 +217,10 @@ pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Resul
             Err(EbpfFatal(why))
         }
         Err(why) => {
-            if matches!(why.kind, UnavailableKind::Disabled | UnavailableKind::InsideContainer) {
+            if matches!(
+                why.kind,
+                UnavailableKind::Disabled | UnavailableKind::InsideContainer
+            ) {
                 tracing::info!(reason = %why, "eBPF not used: guest metrics come from cgroupfs and sysfs");
             } else {
                 tracing::warn!(reason = %why, "eBPF unavailable, falling back to cgroupfs and sysfs");
@@ -239,15 +259,28 @@ impl GuestReading {
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a directory on a cgroup2 filesystem")]
     NotCgroup2 { path: PathBuf },
     #[error("{path}: not below the cgroup2 mount {mount}")]
     OutsideMount { path: PathBuf, mount: PathBuf },
-    #[error("{path}: guest at cgroup level {level}, but guests are at level {expected} (the programs fold to one level)")]
-    LevelMismatch { path: PathBuf, level: u32, expected: u32 },
+    #[error(
+        "{path}: guest at cgroup level {level}, but guests are at level {expected} (the programs fold to one level)"
+    )]
+    LevelMismatch {
+        path: PathBuf,
+        level: u32,
+        expected: u32,
+    },
     #[error("{path}: no free guest slot ({used} of {capacity} in use)")]
-    Full { path: PathBuf, used: usize, capacity: u32 },
+    Full {
+        path: PathBuf,
+        used: usize,
+        capacity: u32,
+    },
     #[error("{path}: the slot table has no free entry within {probes} probes of this cgroup id")]
     TableCrowded { path: PathBuf, probes: usize },
     #[error("{path}: cgroup already assigned to guest {key:?}")]
@@ -301,6 +334,8 @@ pub struct EbpfRuntime {
     nr_cpus: usize,
     level: Option<u32>,
     guests: Vec<Option<Guest>>,
+    /// Assigned slots in ascending order: what a read walks (the slot vector itself is large).
+    assigned: Vec<u32>,
     by_cgroup: HashMap<u64, Slot>,
     rejected: u64,
     cgroup_mount: PathBuf,
@@ -333,28 +368,46 @@ impl EbpfRuntime {
                 "this binary was built with AYA_BUILD_SKIP=1 and contains no eBPF programs",
             ));
         }
-        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| EbpfUnavailable::from_error(what, &e))?;
-        let stripes = u32::try_from(nr_cpus * MAX_GUESTS as usize)
-            .map_err(|_| EbpfUnavailable::new(UnavailableKind::Failed, format!("{nr_cpus} CPUs: counters too large")))?;
+        let nr_cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| EbpfUnavailable::from_error(what, &e))?;
+        let stripes = u32::try_from(nr_cpus * MAX_GUESTS as usize).map_err(|_| {
+            EbpfUnavailable::new(
+                UnavailableKind::Failed,
+                format!("{nr_cpus} CPUs: counters too large"),
+            )
+        })?;
         // Before loading, so that the first runs are already counted.
         let (stats_fd, stats_error) = if options.enable_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => (Some(fd), None),
-                Err(e) => (None, Some(format!("BPF_ENABLE_STATS: {} (needs CAP_SYS_ADMIN)", e.io_error))),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "BPF_ENABLE_STATS: {} (needs CAP_SYS_ADMIN)",
+                        e.io_error
+                    )),
+                ),
             }
         } else {
             (None, Some("not requested".to_owned()))
         };
         // Task field offsets, read from the same BTF the tp_btf program is verified against.
         let btf_path = "/sys/kernel/btf/vmlinux";
-        let raw_btf = std::fs::read(btf_path).map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
-        let offsets = btf::task_offsets(&raw_btf)
-            .map_err(|e| EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}")))?;
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let raw_btf =
+            std::fs::read(btf_path).map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let offsets = btf::task_offsets(&raw_btf).map_err(|e| {
+            EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}"))
+        })?;
+        let kernel_btf =
+            aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(COUNTERS_MAP, stripes)
-            .set_global(GLOBAL_SUM_EXEC_RUNTIME_OFFSET, &offsets.sum_exec_runtime, true)
-            .set_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
+            .override_global(
+                GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
+                &offsets.sum_exec_runtime,
+                true,
+            )
+            .override_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
             .load(OBJECT)
             .map_err(|e| EbpfUnavailable::from_error("loading the eBPF object", &e))?;
         let logs = if options.forward_logs {
@@ -377,9 +430,12 @@ impl EbpfRuntime {
             program
                 .load(tracepoint, &kernel_btf)
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
-            program
-                .attach()
-                .map_err(|e| EbpfUnavailable::from_error(&format!("attaching {name} to BTF tracepoint {tracepoint}"), &e))?;
+            program.attach().map_err(|e| {
+                EbpfUnavailable::from_error(
+                    &format!("attaching {name} to BTF tracepoint {tracepoint}"),
+                    &e,
+                )
+            })?;
         }
         for (name, tracepoint) in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
@@ -387,10 +443,15 @@ impl EbpfRuntime {
                 .ok_or_else(|| missing("program", name))?
                 .try_into()
                 .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
-            program.load().map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
             program
-                .attach(tracepoint)
-                .map_err(|e| EbpfUnavailable::from_error(&format!("attaching {name} to raw tracepoint {tracepoint}"), &e))?;
+                .load()
+                .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
+            program.attach(tracepoint).map_err(|e| {
+                EbpfUnavailable::from_error(
+                    &format!("attaching {name} to raw tracepoint {tracepoint}"),
+                    &e,
+                )
+            })?;
         }
         for name in [SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM] {
             let program: &mut CgroupSkb = ebpf
@@ -398,11 +459,18 @@ impl EbpfRuntime {
                 .ok_or_else(|| missing("program", name))?
                 .try_into()
                 .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
-            program.load().map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
+            program
+                .load()
+                .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
         }
         let counters_len = nr_cpus * MAX_GUESTS as usize * std::mem::size_of::<GuestCounters>();
         let counters = map_array(&ebpf, COUNTERS_MAP, counters_len, false)?;
-        let table = map_array(&ebpf, SLOT_TABLE_MAP, std::mem::size_of::<SlotTable>(), true)?;
+        let table = map_array(
+            &ebpf,
+            SLOT_TABLE_MAP,
+            std::mem::size_of::<SlotTable>(),
+            true,
+        )?;
         Ok(EbpfRuntime {
             logs,
             counters,
@@ -412,6 +480,7 @@ impl EbpfRuntime {
             nr_cpus,
             level: None,
             guests: (0..MAX_GUESTS).map(|_| None).collect(),
+            assigned: Vec::new(),
             by_cgroup: HashMap::new(),
             rejected: 0,
             cgroup_mount: options.cgroup_mount.clone(),
@@ -441,44 +510,70 @@ impl EbpfRuntime {
     /// errors (its vmid).
     pub fn assign(&mut self, key: &str, cgroup_dir: &Path) -> Result<Slot, AssignError> {
         let path = cgroup_dir.to_path_buf();
-        let meta = std::fs::metadata(cgroup_dir).map_err(|source| AssignError::Io { path: path.clone(), source })?;
+        let meta = std::fs::metadata(cgroup_dir).map_err(|source| AssignError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if !meta.is_dir() || !is_cgroup2(cgroup_dir) {
             return Err(AssignError::NotCgroup2 { path });
         }
         let cgroup_id = meta.ino();
         if let Some(&slot) = self.by_cgroup.get(&cgroup_id) {
-            let guest = self.guests[slot.0 as usize].as_ref().map(|g| g.key.clone()).unwrap_or_default();
+            let guest = self.guests[slot.0 as usize]
+                .as_ref()
+                .map(|g| g.key.clone())
+                .unwrap_or_default();
             return Err(AssignError::Duplicate { path, key: guest });
         }
         let level = cgroup_level(&self.cgroup_mount, &self.cgroup_mount_root, cgroup_dir)
-            .ok_or_else(|| AssignError::OutsideMount { path: path.clone(), mount: self.cgroup_mount.clone() })?;
+            .ok_or_else(|| AssignError::OutsideMount {
+                path: path.clone(),
+                mount: self.cgroup_mount.clone(),
+            })?;
         if let Some(expected) = self.level
             && expected != level
         {
-            return Err(AssignError::LevelMismatch { path, level, expected });
+            return Err(AssignError::LevelMismatch {
+                path,
+                level,
+                expected,
+            });
         }
         let Some(free) = self.guests.iter().position(Option::is_none) else {
             self.rejected += 1;
-            return Err(AssignError::Full { path, used: self.by_cgroup.len(), capacity: MAX_GUESTS });
+            return Err(AssignError::Full {
+                path,
+                used: self.by_cgroup.len(),
+                capacity: MAX_GUESTS,
+            });
         };
         let Some(table_index) = place(|i| self.table.read_u64(entry_word(i)), cgroup_id) else {
             self.rejected += 1;
-            return Err(AssignError::TableCrowded { path, probes: SLOT_TABLE_PROBES });
+            return Err(AssignError::TableCrowded {
+                path,
+                probes: SLOT_TABLE_PROBES,
+            });
         };
         let slot = Slot(free as u32);
 
-        let dir = std::fs::File::open(cgroup_dir).map_err(|source| AssignError::Io { path: path.clone(), source })?;
+        let dir = std::fs::File::open(cgroup_dir).map_err(|source| AssignError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let mut links = [None, None];
-        for (i, (name, attach)) in
-            [(SKB_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress), (SKB_EGRESS_PROGRAM, CgroupSkbAttachType::Egress)]
-                .into_iter()
-                .enumerate()
+        for (i, (name, attach)) in [
+            (SKB_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
+            (SKB_EGRESS_PROGRAM, CgroupSkbAttachType::Egress),
+        ]
+        .into_iter()
+        .enumerate()
         {
             // Single: aya 0.14 passes BPF_F_ALLOW_MULTI to link_create for AllowMultiple,
             // which 6.18 refuses with EINVAL; bpf_link attachments coexist with other
             // programs either way (docs/TOOLCHAIN.md).
             let attached = self.skb_program(name).and_then(|p| {
-                p.attach(dir.as_fd(), attach, CgroupAttachMode::Single).map_err(|e| error_chain(&e))
+                p.attach(dir.as_fd(), attach, CgroupAttachMode::Single)
+                    .map_err(|e| error_chain(&e))
             });
             match attached {
                 Ok(link) => links[i] = Some(link),
@@ -501,8 +596,17 @@ impl EbpfRuntime {
         self.table.write_u64(word + 1, u64::from(slot.0));
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         self.table.write_u64(word, cgroup_id);
-        self.guests[free] = Some(Guest { key: key.to_owned(), cgroup_id, table_index, baseline, links });
+        self.guests[free] = Some(Guest {
+            key: key.to_owned(),
+            cgroup_id,
+            table_index,
+            baseline,
+            links,
+        });
         self.by_cgroup.insert(cgroup_id, slot);
+        if let Err(at) = self.assigned.binary_search(&slot.0) {
+            self.assigned.insert(at, slot.0);
+        }
         Ok(slot)
     }
 
@@ -515,21 +619,28 @@ impl EbpfRuntime {
         };
         self.table.write_u64(entry_word(guest.table_index), 0);
         self.by_cgroup.remove(&guest.cgroup_id);
+        if let Ok(at) = self.assigned.binary_search(&slot.0) {
+            self.assigned.remove(at);
+        }
         self.detach(&mut guest.links);
     }
 
     /// The guest key given at assignment.
     pub fn key(&self, slot: Slot) -> Option<&str> {
-        self.guests.get(slot.0 as usize)?.as_ref().map(|g| g.key.as_str())
+        self.guests
+            .get(slot.0 as usize)?
+            .as_ref()
+            .map(|g| g.key.as_str())
     }
 
     /// Every assigned guest's counters, into `out` (cleared first; reuse it across
     /// collections to avoid allocating).
     pub fn read_into(&self, out: &mut Vec<GuestReading>) {
         out.clear();
-        for (i, guest) in self.guests.iter().enumerate() {
-            if let Some(guest) = guest {
-                let slot = Slot(i as u32);
+        out.reserve(self.assigned.len());
+        for &i in &self.assigned {
+            if let Some(guest) = &self.guests[i as usize] {
+                let slot = Slot(i);
                 let mut counters = self.sum_slot(slot);
                 subtract(&mut counters, &guest.baseline);
                 out.push(GuestReading { slot, counters });
@@ -571,7 +682,8 @@ impl EbpfRuntime {
             })
             .collect();
         let event = |index: u32| -> Option<u64> {
-            let map = PerCpuArray::<&MapData, u64>::try_from(self.ebpf.map(EVENT_STATS_MAP)?).ok()?;
+            let map =
+                PerCpuArray::<&MapData, u64>::try_from(self.ebpf.map(EVENT_STATS_MAP)?).ok()?;
             let values = map.get(&index, 0).ok()?;
             Some(values.iter().sum())
         };
@@ -603,7 +715,10 @@ impl EbpfRuntime {
     }
 
     fn detach(&mut self, links: &mut [Option<CgroupSkbLinkId>; 2]) {
-        for (link, name) in links.iter_mut().zip([SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM]) {
+        for (link, name) in links
+            .iter_mut()
+            .zip([SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM])
+        {
             if let Some(link) = link.take()
                 && let Ok(program) = self.skb_program(name)
                 && let Err(e) = program.detach(link)
@@ -620,14 +735,20 @@ impl EbpfRuntime {
         let mut sum = [0u64; WORDS];
         let stride = MAX_GUESTS as usize * WORDS;
         let last = ((self.nr_cpus - 1) * MAX_GUESTS as usize + slot.0 as usize + 1) * WORDS;
-        assert!(slot.0 < MAX_GUESTS && last * 8 <= self.counters.len(), "slot {} outside the counters", slot.0);
+        assert!(
+            slot.0 < MAX_GUESTS && last * 8 <= self.counters.len(),
+            "slot {} outside the counters",
+            slot.0
+        );
         let base = self.counters.words();
         for cpu in 0..self.nr_cpus {
             let first = cpu * stride + slot.0 as usize * WORDS;
-            for (w, s) in sum.iter_mut().enumerate() {
-                // SAFETY: first + w < last (asserted in bounds above); volatile because the
-                // kernel writes the stripes concurrently.
-                *s += unsafe { std::ptr::read_volatile(base.add(first + w)) };
+            // SAFETY: first + WORDS <= last (asserted in bounds above), 8-aligned. One
+            // volatile read of the whole record (the kernel writes it concurrently; each u64
+            // is written whole) lets the compiler use wide loads and a vectorized sum.
+            let stripe = unsafe { std::ptr::read_volatile(base.add(first).cast::<[u64; WORDS]>()) };
+            for (s, v) in sum.iter_mut().zip(stripe) {
+                *s += v;
             }
         }
         counters_from_words(&sum)
@@ -635,10 +756,18 @@ impl EbpfRuntime {
 }
 
 fn missing(what: &str, name: &str) -> EbpfUnavailable {
-    EbpfUnavailable::new(UnavailableKind::Failed, format!("{what} {name} missing from the eBPF object"))
+    EbpfUnavailable::new(
+        UnavailableKind::Failed,
+        format!("{what} {name} missing from the eBPF object"),
+    )
 }
 
-fn map_array(ebpf: &Ebpf, name: &str, len: usize, writable: bool) -> Result<mmap::Mapping, EbpfUnavailable> {
+fn map_array(
+    ebpf: &Ebpf,
+    name: &str,
+    len: usize,
+    writable: bool,
+) -> Result<mmap::Mapping, EbpfUnavailable> {
     let Some(Map::Array(data)) = ebpf.map(name) else {
         return Err(missing("array map", name));
     };
@@ -654,7 +783,9 @@ fn entry_word(i: usize) -> usize {
 /// Where a new cgroup id goes: the first empty entry among the ones the kernel probes.
 fn place(read_id: impl Fn(usize) -> u64, cgroup_id: u64) -> Option<usize> {
     let home = slot_home(cgroup_id);
-    (0..SLOT_TABLE_PROBES).map(|i| (home + i) % SLOT_TABLE_ENTRIES).find(|&i| read_id(i) == 0)
+    (0..SLOT_TABLE_PROBES)
+        .map(|i| (home + i) % SLOT_TABLE_ENTRIES)
+        .find(|&i| read_id(i) == 0)
 }
 
 const _: () = assert!(ENTRY_WORDS == 2);
@@ -685,7 +816,8 @@ fn is_cgroup2(path: &Path) -> bool {
     }
     // SAFETY: statfs succeeded and filled the buffer.
     let buf = unsafe { buf.assume_init() };
-    buf.f_type as i64 == CGROUP2_SUPER_MAGIC
+    // f_type is a signed word of platform width; the magic fits in its low 32 bits.
+    buf.f_type as u32 == CGROUP2_SUPER_MAGIC
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -701,7 +833,18 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn counters_from_words(words: &[u64; GuestCounters::WORDS]) -> GuestCounters {
     let mut c = GuestCounters::ZERO;
-    let [cpu, forks, execs, exits, rxp, rxb, txp, txb, wait, buckets @ ..] = words;
+    let [
+        cpu,
+        forks,
+        execs,
+        exits,
+        rxp,
+        rxb,
+        txp,
+        txb,
+        wait,
+        buckets @ ..,
+    ] = words;
     c.cpu_ns = *cpu;
     c.forks = *forks;
     c.execs = *execs;
@@ -737,12 +880,27 @@ mod tests {
     #[test]
     fn levels_count_from_the_hierarchy_root() {
         let m = Path::new("/sys/fs/cgroup");
-        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/lxc/101")), Some(2));
-        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup")), Some(0));
+        assert_eq!(
+            cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/lxc/101")),
+            Some(2)
+        );
+        assert_eq!(
+            cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup")),
+            Some(0)
+        );
         // A mount whose root is a subtree (cgroup namespace or bind mount).
-        assert_eq!(cgroup_level(m, Path::new("/lxc/101/ns"), Path::new("/sys/fs/cgroup/a")), Some(4));
-        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/elsewhere/lxc")), None);
-        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/../x")), None);
+        assert_eq!(
+            cgroup_level(m, Path::new("/lxc/101/ns"), Path::new("/sys/fs/cgroup/a")),
+            Some(4)
+        );
+        assert_eq!(
+            cgroup_level(m, Path::new("/"), Path::new("/elsewhere/lxc")),
+            None
+        );
+        assert_eq!(
+            cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/../x")),
+            None
+        );
     }
 
     #[test]
@@ -751,10 +909,24 @@ mod tests {
         let home = slot_home(id);
         assert_eq!(place(|_| 0, id), Some(home));
         // The first three probes taken: the fourth.
-        let taken = |i: usize| if (0..3).any(|k| (home + k) % SLOT_TABLE_ENTRIES == i) { 7 } else { 0 };
+        let taken = |i: usize| {
+            if (0..3).any(|k| (home + k) % SLOT_TABLE_ENTRIES == i) {
+                7
+            } else {
+                0
+            }
+        };
         assert_eq!(place(taken, id), Some((home + 3) % SLOT_TABLE_ENTRIES));
         // Every probe taken: refused, even though other entries are free.
-        assert_eq!(place(|i| u64::from((i + SLOT_TABLE_ENTRIES - home) % SLOT_TABLE_ENTRIES < SLOT_TABLE_PROBES), id), None);
+        assert_eq!(
+            place(
+                |i| u64::from(
+                    (i + SLOT_TABLE_ENTRIES - home) % SLOT_TABLE_ENTRIES < SLOT_TABLE_PROBES
+                ),
+                id
+            ),
+            None
+        );
     }
 
     #[test]
@@ -765,9 +937,21 @@ mod tests {
         }
         let c = counters_from_words(&words);
         assert_eq!((c.cpu_ns, c.forks, c.execs, c.exits), (1, 2, 3, 4));
-        assert_eq!((c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.runq_wait_ns), (5, 6, 7, 8, 9));
+        assert_eq!(
+            (
+                c.rx_packets,
+                c.rx_bytes,
+                c.tx_packets,
+                c.tx_bytes,
+                c.runq_wait_ns
+            ),
+            (5, 6, 7, 8, 9)
+        );
         assert_eq!(c.runq_buckets[0], 10);
-        assert_eq!(c.runq_buckets[exporter_common::RUNQ_BUCKETS - 1], GuestCounters::WORDS as u64);
+        assert_eq!(
+            c.runq_buckets[exporter_common::RUNQ_BUCKETS - 1],
+            GuestCounters::WORDS as u64
+        );
         // The same order as the #[repr(C)] layout the kernel writes.
         // SAFETY: GuestCounters is #[repr(C)] of u64 only.
         let raw: [u64; GuestCounters::WORDS] = unsafe { std::mem::transmute(c) };
