@@ -5,6 +5,7 @@ pub mod collectors;
 pub mod config;
 pub mod encode;
 pub mod engine;
+pub mod ebpf;
 pub mod error;
 pub mod http;
 pub mod model;
