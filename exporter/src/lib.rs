@@ -3,9 +3,9 @@
 
 pub mod collectors;
 pub mod config;
+pub mod ebpf;
 pub mod encode;
 pub mod engine;
-pub mod ebpf;
 pub mod error;
 pub mod http;
 pub mod model;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::collectors::{self, Collector, Environment};
 use crate::config::{Config, EbpfMode, LogFormat};
+use crate::ebpf;
 use crate::engine::Engine;
 use crate::model::Identity;
 use crate::platform::{self, Detection, IdentitySources, Platform};
@@ -30,6 +31,8 @@ pub struct Prepared {
     pub environment: Environment,
     pub enabled: Vec<&'static str>,
     pub engine: Engine,
+    /// Whether the eBPF programs run, and why not.
+    pub ebpf: Arc<EbpfReport>,
     /// Set when EXPORT_FORMAT includes otlp.
     pub otlp: Option<crate::otlp::OtlpConfig>,
 }
@@ -96,12 +99,6 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         pve_path: config.pve_path.clone(),
         mounts,
     };
-    if config.ebpf == EbpfMode::On {
-        return Err(StartupConfigError(
-            "invalid EBPF=\"on\": accepted values: auto or off (this build has no eBPF programs)".into(),
-        )
-        .into());
-    }
     let enabled: Vec<&'static str> = match &config.enabled_collectors {
         Some(names) => collectors::names()
             .into_iter()
@@ -109,8 +106,31 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
             .collect(),
         None => collectors::defaults_for(detection.platform),
     };
+    let ebpf = start_ebpf(&config, detection.platform, &environment, enabled.contains(&"guests"))?;
+    let mut ebpf_runtime = None;
+    let ebpf_report = match ebpf {
+        ebpf::EbpfState::Loaded(runtime) => {
+            ebpf_runtime = Some(runtime);
+            EbpfReport {
+                enabled: true,
+                reason: None,
+            }
+        }
+        ebpf::EbpfState::Unavailable(why) => EbpfReport {
+            enabled: false,
+            reason: Some(why),
+        },
+    };
     let mut built: Vec<Box<dyn Collector>> = Vec::new();
     for name in &enabled {
+        if *name == "guests" {
+            let mut guests = collectors::proxmox::guests::GuestsCollector::new(&environment);
+            if let Some(runtime) = ebpf_runtime.take() {
+                guests = guests.with_ebpf(runtime);
+            }
+            built.push(Box::new(guests));
+            continue;
+        }
         match collectors::create(name, &environment) {
             Some(collector) => built.push(collector),
             None => anyhow::bail!("collector {name} is in the catalogue but has no implementation"),
@@ -122,7 +142,9 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         config.proc_path.clone(),
         detection.platform.as_str(),
     );
-    engine.set_ebpf_label("no");
+    engine.set_ebpf_label(if ebpf_report.enabled { "yes" } else { "no" });
+    let ebpf_report = Arc::new(ebpf_report);
+    engine.add_self_metrics(Arc::clone(&ebpf_report) as Arc<dyn crate::engine::SelfMetrics>);
     Ok(Prepared {
         config,
         detection,
@@ -131,9 +153,84 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         environment,
         enabled,
         engine,
+        ebpf: ebpf_report,
         otlp,
     })
 }
+
+/// Whether the eBPF programs run; a [`Component`] for /status and a source of
+/// `metrics_exporter_ebpf_enabled 0{reason}` when they do not (the guests collector reports
+/// the running case with the programs' own statistics).
+#[derive(Debug)]
+pub struct EbpfReport {
+    pub enabled: bool,
+    pub reason: Option<ebpf::EbpfUnavailable>,
+}
+
+impl Component for EbpfReport {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+    fn healthy(&self) -> Option<bool> {
+        // Falling back to cgroupfs is a supported mode, not a failure of the exporter.
+        None
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "enabled": self.enabled, "built_in": !ebpf::NOT_BUILT, "reason": self.reason })
+    }
+}
+
+impl crate::engine::SelfMetrics for EbpfReport {
+    fn add(&self, out: &mut crate::model::SnapshotBuilder) {
+        if let Some(why) = &self.reason {
+            ebpf::metrics::push_unavailable(out, why);
+        }
+    }
+}
+
+/// Loads the eBPF programs when they have a use (the guests collector) or EBPF=on demands
+/// them. A failure under EBPF=on stops the start.
+fn start_ebpf(
+    config: &Config,
+    platform: Platform,
+    environment: &Environment,
+    guests_enabled: bool,
+) -> anyhow::Result<ebpf::EbpfState> {
+    if ebpf::NOT_BUILT {
+        tracing::warn!(
+            "this binary was built without eBPF programs (AYA_BUILD_SKIP): guest metrics come from cgroupfs and sysfs only"
+        );
+    }
+    if !guests_enabled && config.ebpf != EbpfMode::On {
+        return Ok(ebpf::EbpfState::Unavailable(ebpf::EbpfUnavailable::new(
+            ebpf::UnavailableKind::NotNeeded,
+            "the guests collector is not enabled, so there are no guest cgroups to count for",
+        )));
+    }
+    // The programs fold cgroups to the guest level counted from the hierarchy's real root, so
+    // they need the actual cgroup2 mount and its root, not CGROUP_PATH (which may be a subtree).
+    let mount = environment.mounts.iter().rev().find(|m| m.fs_type == "cgroup2");
+    let options = match (mount, &environment.cgroup_path) {
+        (Some(m), _) => {
+            let mut options = ebpf::LoadOptions::new(environment.root_path.join(m.mount_point.trim_start_matches('/')));
+            options.cgroup_mount_root = PathBuf::from(&m.root);
+            options
+        }
+        (None, Some(path)) => ebpf::LoadOptions::new(path),
+        (None, None) => ebpf::LoadOptions::new("/sys/fs/cgroup"),
+    };
+    ebpf::start(config.ebpf, platform, &options).map_err(|fatal| {
+        anyhow::Error::new(StartupFatal(format!(
+            "EBPF=on but the eBPF programs cannot run: {}; set EBPF=auto to fall back to cgroupfs",
+            fatal.0
+        )))
+    })
+}
+
+/// A start-up failure that is not the configuration's fault (exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupFatal(pub String);
 
 /// `--check-config`: the effective configuration and the detection with its evidence.
 pub fn check_config_report(prepared: &Prepared) -> serde_json::Value {
@@ -145,6 +242,7 @@ pub fn check_config_report(prepared: &Prepared) -> serde_json::Value {
         "cgroup_path": prepared.environment.cgroup_path,
         "enabled_collectors": prepared.enabled,
         "otlp": prepared.otlp,
+        "ebpf": prepared.ebpf.status(),
     })
 }
 
@@ -165,6 +263,7 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         enabled,
         mut engine,
         otlp,
+        ebpf: ebpf_report,
         ..
     } = prepared;
     let address = std::net::SocketAddr::new(config.listen_address, config.metrics_port);
@@ -180,6 +279,7 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         components.push(Arc::clone(file) as Arc<dyn Component>);
         engine.add_self_metrics(Arc::clone(file) as Arc<dyn crate::engine::SelfMetrics>);
     }
+    components.push(Arc::clone(&ebpf_report) as Arc<dyn Component>);
     let otlp_health = otlp
         .as_ref()
         .map(|c| Arc::new(crate::otlp::OtlpHealth::new(c.endpoint.clone())));

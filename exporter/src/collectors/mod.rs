@@ -118,5 +118,5 @@ pub fn defaults_for(platform: crate::platform::Platform) -> Vec<&'static str> {
 
 /// Builds the collector called `name` for this environment.
 pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
-    node::create(name, env)
+    node::create(name, env).or_else(|| proxmox::create(name, env))
 }

@@ -45,8 +45,7 @@ pub struct LogForwarder {
 impl LogForwarder {
     /// Takes the log ring buffer out of `ebpf` and starts draining it.
     pub fn start(ebpf: &mut Ebpf) -> Result<LogForwarder, String> {
-        let mut logger =
-            EbpfLogger::init_with_logger(ebpf, TracingLog).map_err(|e| e.to_string())?;
+        let mut logger = EbpfLogger::init_with_logger(ebpf, TracingLog).map_err(|e| e.to_string())?;
         // SAFETY: eventfd has no memory preconditions; the result is checked.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if raw < 0 {

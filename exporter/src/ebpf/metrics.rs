@@ -12,9 +12,7 @@
 //! not, each program's run count and run time from the kernel's bpf stats, map fill levels and
 //! events that could not be accounted.
 
-use crate::model::{
-    Histogram, Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit, Value,
-};
+use crate::model::{Histogram, Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit, Value};
 use exporter_common::{RUNQ_BUCKETS, runq_bucket_upper_ns};
 
 use super::{EbpfUnavailable, GuestReading, SelfStats};
@@ -234,16 +232,8 @@ pub fn push_self(out: &mut SnapshotBuilder, stats: &SelfStats) {
     out.push(&MAP_ENTRIES, ["guest_slots"], stats.slots_used as f64);
     out.push(&MAP_CAPACITY, ["guest_slots"], stats.slots_capacity as f64);
     out.push(&MAP_ENTRIES, ["slot_table"], stats.slots_used as f64);
-    out.push(
-        &MAP_CAPACITY,
-        ["slot_table"],
-        stats.slot_table_capacity as f64,
-    );
-    out.push(
-        &EVENTS_LOST,
-        ["guest_rejected"],
-        stats.guests_rejected as f64,
-    );
+    out.push(&MAP_CAPACITY, ["slot_table"], stats.slot_table_capacity as f64);
+    out.push(&EVENTS_LOST, ["guest_rejected"], stats.guests_rejected as f64);
     if let Some(n) = stats.unseen_switch_in {
         out.push(&EVENTS_LOST, ["switch_in_unseen"], n as f64);
     }

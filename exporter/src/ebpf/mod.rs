@@ -32,15 +32,12 @@ use std::path::{Component, Path, PathBuf};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::cgroup_skb::CgroupSkbLinkId;
-use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint,
-};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use exporter_common::{
-    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET,
-    GLOBAL_SUM_EXEC_RUNTIME_OFFSET, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM,
-    SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT,
-    STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
+    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET, GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
+    GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES,
+    SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
 };
 
 use crate::config::EbpfMode;
@@ -66,6 +63,9 @@ pub enum UnavailableKind {
     InsideContainer,
     /// Built with `AYA_BUILD_SKIP=1`: the binary has no programs.
     NotBuilt,
+    /// No collector that would use them is enabled (the programs count per guest, and only
+    /// the `guests` collector discovers guests): not loaded, so they cost nothing.
+    NotNeeded,
     /// The kernel refused: EPERM or EACCES (no CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN, a user
     /// namespace, `kernel.unprivileged_bpf_disabled`).
     PermissionDenied,
@@ -111,7 +111,7 @@ fn errno_name(errno: i32) -> &'static str {
 }
 
 impl EbpfUnavailable {
-    fn new(kind: UnavailableKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: UnavailableKind, message: impl Into<String>) -> Self {
         EbpfUnavailable {
             kind,
             errno: None,
@@ -136,16 +136,10 @@ impl EbpfUnavailable {
         }
         let kind = match errno {
             Some(libc::EPERM | libc::EACCES) => UnavailableKind::PermissionDenied,
-            Some(libc::ENOSYS | libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) => {
-                UnavailableKind::Unsupported
-            }
+            Some(libc::ENOSYS | libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) => UnavailableKind::Unsupported,
             _ => UnavailableKind::Failed,
         };
-        EbpfUnavailable {
-            kind,
-            errno,
-            message,
-        }
+        EbpfUnavailable { kind, errno, message }
     }
 }
 
@@ -190,11 +184,7 @@ impl LoadOptions {
 }
 
 /// Decides and loads according to `EBPF` and the platform, logging one line.
-pub fn start(
-    mode: EbpfMode,
-    platform: Platform,
-    options: &LoadOptions,
-) -> Result<EbpfState, EbpfFatal> {
+pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Result<EbpfState, EbpfFatal> {
     let outcome = match mode {
         EbpfMode::Off => Err(EbpfUnavailable::new(UnavailableKind::Disabled, "EBPF=off")),
         EbpfMode::Auto if platform == Platform::Lxc => Err(EbpfUnavailable::new(
@@ -217,10 +207,7 @@ pub fn start(
             Err(EbpfFatal(why))
         }
         Err(why) => {
-            if matches!(
-                why.kind,
-                UnavailableKind::Disabled | UnavailableKind::InsideContainer
-            ) {
+            if matches!(why.kind, UnavailableKind::Disabled | UnavailableKind::InsideContainer) {
                 tracing::info!(reason = %why, "eBPF not used: guest metrics come from cgroupfs and sysfs");
             } else {
                 tracing::warn!(reason = %why, "eBPF unavailable, falling back to cgroupfs and sysfs");
@@ -259,10 +246,7 @@ impl GuestReading {
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a directory on a cgroup2 filesystem")]
     NotCgroup2 { path: PathBuf },
     #[error("{path}: not below the cgroup2 mount {mount}")]
@@ -270,17 +254,9 @@ pub enum AssignError {
     #[error(
         "{path}: guest at cgroup level {level}, but guests are at level {expected} (the programs fold to one level)"
     )]
-    LevelMismatch {
-        path: PathBuf,
-        level: u32,
-        expected: u32,
-    },
+    LevelMismatch { path: PathBuf, level: u32, expected: u32 },
     #[error("{path}: no free guest slot ({used} of {capacity} in use)")]
-    Full {
-        path: PathBuf,
-        used: usize,
-        capacity: u32,
-    },
+    Full { path: PathBuf, used: usize, capacity: u32 },
     #[error("{path}: the slot table has no free entry within {probes} probes of this cgroup id")]
     TableCrowded { path: PathBuf, probes: usize },
     #[error("{path}: cgroup already assigned to guest {key:?}")]
@@ -368,13 +344,9 @@ impl EbpfRuntime {
                 "this binary was built with AYA_BUILD_SKIP=1 and contains no eBPF programs",
             ));
         }
-        let nr_cpus =
-            aya::util::nr_cpus().map_err(|(what, e)| EbpfUnavailable::from_error(what, &e))?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| EbpfUnavailable::from_error(what, &e))?;
         let stripes = u32::try_from(nr_cpus * MAX_GUESTS as usize).map_err(|_| {
-            EbpfUnavailable::new(
-                UnavailableKind::Failed,
-                format!("{nr_cpus} CPUs: counters too large"),
-            )
+            EbpfUnavailable::new(UnavailableKind::Failed, format!("{nr_cpus} CPUs: counters too large"))
         })?;
         // Before loading, so that the first runs are already counted.
         let (stats_fd, stats_error) = if options.enable_stats {
@@ -382,10 +354,7 @@ impl EbpfRuntime {
                 Ok(fd) => (Some(fd), None),
                 Err(e) => (
                     None,
-                    Some(format!(
-                        "BPF_ENABLE_STATS: {} (needs CAP_SYS_ADMIN)",
-                        e.io_error
-                    )),
+                    Some(format!("BPF_ENABLE_STATS: {} (needs CAP_SYS_ADMIN)", e.io_error)),
                 ),
             }
         } else {
@@ -393,20 +362,13 @@ impl EbpfRuntime {
         };
         // Task field offsets, read from the same BTF the tp_btf program is verified against.
         let btf_path = "/sys/kernel/btf/vmlinux";
-        let raw_btf =
-            std::fs::read(btf_path).map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
-        let offsets = btf::task_offsets(&raw_btf).map_err(|e| {
-            EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}"))
-        })?;
-        let kernel_btf =
-            aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let raw_btf = std::fs::read(btf_path).map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let offsets = btf::task_offsets(&raw_btf)
+            .map_err(|e| EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}")))?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(COUNTERS_MAP, stripes)
-            .override_global(
-                GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
-                &offsets.sum_exec_runtime,
-                true,
-            )
+            .override_global(GLOBAL_SUM_EXEC_RUNTIME_OFFSET, &offsets.sum_exec_runtime, true)
             .override_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
             .load(OBJECT)
             .map_err(|e| EbpfUnavailable::from_error("loading the eBPF object", &e))?;
@@ -431,10 +393,7 @@ impl EbpfRuntime {
                 .load(tracepoint, &kernel_btf)
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
             program.attach().map_err(|e| {
-                EbpfUnavailable::from_error(
-                    &format!("attaching {name} to BTF tracepoint {tracepoint}"),
-                    &e,
-                )
+                EbpfUnavailable::from_error(&format!("attaching {name} to BTF tracepoint {tracepoint}"), &e)
             })?;
         }
         for (name, tracepoint) in RAW_TRACEPOINTS {
@@ -447,10 +406,7 @@ impl EbpfRuntime {
                 .load()
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
             program.attach(tracepoint).map_err(|e| {
-                EbpfUnavailable::from_error(
-                    &format!("attaching {name} to raw tracepoint {tracepoint}"),
-                    &e,
-                )
+                EbpfUnavailable::from_error(&format!("attaching {name} to raw tracepoint {tracepoint}"), &e)
             })?;
         }
         for name in [SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM] {
@@ -465,12 +421,7 @@ impl EbpfRuntime {
         }
         let counters_len = nr_cpus * MAX_GUESTS as usize * std::mem::size_of::<GuestCounters>();
         let counters = map_array(&ebpf, COUNTERS_MAP, counters_len, false)?;
-        let table = map_array(
-            &ebpf,
-            SLOT_TABLE_MAP,
-            std::mem::size_of::<SlotTable>(),
-            true,
-        )?;
+        let table = map_array(&ebpf, SLOT_TABLE_MAP, std::mem::size_of::<SlotTable>(), true)?;
         Ok(EbpfRuntime {
             logs,
             counters,
@@ -525,19 +476,16 @@ impl EbpfRuntime {
                 .unwrap_or_default();
             return Err(AssignError::Duplicate { path, key: guest });
         }
-        let level = cgroup_level(&self.cgroup_mount, &self.cgroup_mount_root, cgroup_dir)
-            .ok_or_else(|| AssignError::OutsideMount {
+        let level = cgroup_level(&self.cgroup_mount, &self.cgroup_mount_root, cgroup_dir).ok_or_else(|| {
+            AssignError::OutsideMount {
                 path: path.clone(),
                 mount: self.cgroup_mount.clone(),
-            })?;
+            }
+        })?;
         if let Some(expected) = self.level
             && expected != level
         {
-            return Err(AssignError::LevelMismatch {
-                path,
-                level,
-                expected,
-            });
+            return Err(AssignError::LevelMismatch { path, level, expected });
         }
         let Some(free) = self.guests.iter().position(Option::is_none) else {
             self.rejected += 1;
@@ -627,10 +575,7 @@ impl EbpfRuntime {
 
     /// The guest key given at assignment.
     pub fn key(&self, slot: Slot) -> Option<&str> {
-        self.guests
-            .get(slot.0 as usize)?
-            .as_ref()
-            .map(|g| g.key.as_str())
+        self.guests.get(slot.0 as usize)?.as_ref().map(|g| g.key.as_str())
     }
 
     /// Every assigned guest's counters, into `out` (cleared first; reuse it across
@@ -682,8 +627,7 @@ impl EbpfRuntime {
             })
             .collect();
         let event = |index: u32| -> Option<u64> {
-            let map =
-                PerCpuArray::<&MapData, u64>::try_from(self.ebpf.map(EVENT_STATS_MAP)?).ok()?;
+            let map = PerCpuArray::<&MapData, u64>::try_from(self.ebpf.map(EVENT_STATS_MAP)?).ok()?;
             let values = map.get(&index, 0).ok()?;
             Some(values.iter().sum())
         };
@@ -715,10 +659,7 @@ impl EbpfRuntime {
     }
 
     fn detach(&mut self, links: &mut [Option<CgroupSkbLinkId>; 2]) {
-        for (link, name) in links
-            .iter_mut()
-            .zip([SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM])
-        {
+        for (link, name) in links.iter_mut().zip([SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM]) {
             if let Some(link) = link.take()
                 && let Ok(program) = self.skb_program(name)
                 && let Err(e) = program.detach(link)
@@ -762,12 +703,7 @@ fn missing(what: &str, name: &str) -> EbpfUnavailable {
     )
 }
 
-fn map_array(
-    ebpf: &Ebpf,
-    name: &str,
-    len: usize,
-    writable: bool,
-) -> Result<mmap::Mapping, EbpfUnavailable> {
+fn map_array(ebpf: &Ebpf, name: &str, len: usize, writable: bool) -> Result<mmap::Mapping, EbpfUnavailable> {
     let Some(Map::Array(data)) = ebpf.map(name) else {
         return Err(missing("array map", name));
     };
@@ -833,18 +769,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn counters_from_words(words: &[u64; GuestCounters::WORDS]) -> GuestCounters {
     let mut c = GuestCounters::ZERO;
-    let [
-        cpu,
-        forks,
-        execs,
-        exits,
-        rxp,
-        rxb,
-        txp,
-        txb,
-        wait,
-        buckets @ ..,
-    ] = words;
+    let [cpu, forks, execs, exits, rxp, rxb, txp, txb, wait, buckets @ ..] = words;
     c.cpu_ns = *cpu;
     c.forks = *forks;
     c.execs = *execs;
@@ -884,23 +809,14 @@ mod tests {
             cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/lxc/101")),
             Some(2)
         );
-        assert_eq!(
-            cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup")),
-            Some(0)
-        );
+        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup")), Some(0));
         // A mount whose root is a subtree (cgroup namespace or bind mount).
         assert_eq!(
             cgroup_level(m, Path::new("/lxc/101/ns"), Path::new("/sys/fs/cgroup/a")),
             Some(4)
         );
-        assert_eq!(
-            cgroup_level(m, Path::new("/"), Path::new("/elsewhere/lxc")),
-            None
-        );
-        assert_eq!(
-            cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/../x")),
-            None
-        );
+        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/elsewhere/lxc")), None);
+        assert_eq!(cgroup_level(m, Path::new("/"), Path::new("/sys/fs/cgroup/../x")), None);
     }
 
     #[test]
@@ -920,9 +836,7 @@ mod tests {
         // Every probe taken: refused, even though other entries are free.
         assert_eq!(
             place(
-                |i| u64::from(
-                    (i + SLOT_TABLE_ENTRIES - home) % SLOT_TABLE_ENTRIES < SLOT_TABLE_PROBES
-                ),
+                |i| u64::from((i + SLOT_TABLE_ENTRIES - home) % SLOT_TABLE_ENTRIES < SLOT_TABLE_PROBES),
                 id
             ),
             None
@@ -938,13 +852,7 @@ mod tests {
         let c = counters_from_words(&words);
         assert_eq!((c.cpu_ns, c.forks, c.execs, c.exits), (1, 2, 3, 4));
         assert_eq!(
-            (
-                c.rx_packets,
-                c.rx_bytes,
-                c.tx_packets,
-                c.tx_bytes,
-                c.runq_wait_ns
-            ),
+            (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.runq_wait_ns),
             (5, 6, 7, 8, 9)
         );
         assert_eq!(c.runq_buckets[0], 10);

@@ -7,5 +7,5 @@ pub mod meminfo;
 pub mod mountinfo;
 pub mod netdev;
 pub mod pressure;
-pub mod stat;
 pub mod pve;
+pub mod stat;

@@ -310,6 +310,63 @@ pub struct GuestsCollector {
     staged: Staged,
     buf: Vec<u8>,
     pids: Vec<u32>,
+    /// The eBPF programs, when they run: a slot per running guest, read once per collection.
+    ebpf: Option<GuestEbpf>,
+}
+
+/// The eBPF side of the guests collector. CPU time, memory, pressure and interface traffic
+/// stay with cgroupfs and sysfs, which the kernel keeps exactly since the guest started; the
+/// kernel maps add what cgroupfs cannot give (run-queue latency, task fork/exec/exit, socket
+/// traffic), counted from the moment the guest got its slot.
+struct GuestEbpf {
+    runtime: Box<crate::ebpf::EbpfRuntime>,
+    slots: HashMap<Key, crate::ebpf::Slot>,
+    keys: HashMap<crate::ebpf::Slot, Key>,
+    readings: Vec<crate::ebpf::GuestReading>,
+    /// Guests refused a slot (map full, unexpected cgroup level): their eBPF series are absent.
+    refused: BTreeMap<Key, String>,
+}
+
+impl std::fmt::Debug for GuestEbpf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestEbpf")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestEbpf {
+    /// Gives every running guest a slot and frees the slots of guests that are gone; a freed
+    /// slot is reused without carrying counts over (the runtime keeps a baseline).
+    fn sync(&mut self, alive: &BTreeSet<Key>, dirs: &BTreeMap<Key, Guest>) {
+        let gone: Vec<Key> = self.slots.keys().filter(|k| !alive.contains(k)).copied().collect();
+        for key in gone {
+            if let Some(slot) = self.slots.remove(&key) {
+                self.keys.remove(&slot);
+                self.runtime.release(slot);
+            }
+        }
+        self.refused.retain(|k, _| alive.contains(k));
+        for key in alive {
+            if self.slots.contains_key(key) || self.refused.contains_key(key) {
+                continue;
+            }
+            let Some(guest) = dirs.get(key) else { continue };
+            match self
+                .runtime
+                .assign(&format!("{}/{}", key.0.as_str(), key.1), &guest.dir)
+            {
+                Ok(slot) => {
+                    self.slots.insert(*key, slot);
+                    self.keys.insert(slot, *key);
+                }
+                Err(e) => {
+                    tracing::warn!(vmid = key.1, error = %e, "no eBPF slot for this guest: its eBPF series are absent");
+                    self.refused.insert(*key, e.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// Label values of `type`.
@@ -344,7 +401,25 @@ impl GuestsCollector {
             staged: Staged::default(),
             buf: Vec::with_capacity(16 * 1024),
             pids: Vec::new(),
+            ebpf: None,
         }
+    }
+
+    /// Adds the eBPF programs as a source of the eBPF-only guest series.
+    pub fn with_ebpf(mut self, runtime: Box<crate::ebpf::EbpfRuntime>) -> Self {
+        self.ebpf = Some(GuestEbpf {
+            runtime,
+            slots: HashMap::new(),
+            keys: HashMap::new(),
+            readings: Vec::new(),
+            refused: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Slots held by running guests (for tests and /status).
+    pub fn ebpf_slots(&self) -> Option<usize> {
+        self.ebpf.as_ref().map(|e| e.slots.len())
     }
 
     /// The layout decided at start.
@@ -1029,6 +1104,22 @@ impl Collector for GuestsCollector {
         }
 
         self.families.flush(out);
+        if let Some(ebpf) = &mut self.ebpf {
+            ebpf.sync(&alive, &self.guests);
+            // One pass over the mmap-ed counters for every guest: no syscall per guest.
+            let mut readings = std::mem::take(&mut ebpf.readings);
+            ebpf.runtime.read_into(&mut readings);
+            for reading in &readings {
+                if let Some(key) = ebpf.keys.get(&reading.slot) {
+                    let labels = self.labels.get(key).cloned();
+                    if let Some(labels) = labels {
+                        crate::ebpf::metrics::push_guest(out, &labels, reading);
+                    }
+                }
+            }
+            ebpf.readings = readings;
+            crate::ebpf::metrics::push_self(out, &ebpf.runtime.self_stats());
+        }
         summarize(errors)
     }
 
@@ -1043,6 +1134,14 @@ impl Collector for GuestsCollector {
             self.budget.in_use(),
             self.guests.len()
         ));
+        match &self.ebpf {
+            Some(e) => notes.push(format!(
+                "eBPF: {} guests hold a slot, {} refused; run-queue latency, task and socket counters from kernel maps",
+                e.slots.len(),
+                e.refused.len()
+            )),
+            None => notes.push("eBPF: not used by this collector (see exporter.components.ebpf)".to_owned()),
+        }
         if !matches!(self.layout.memory, Source::Unified) {
             notes.push("memory from cgroup v1: no soft limit (memory.high) and no swap limit series".to_owned());
         }

@@ -1,0 +1,244 @@
+//! The served binary in Proxmox mode over test-created guest cgroups on this kernel: with eBPF
+//! loaded (as root, and as a non-root user holding only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)
+//! it serves the eBPF-only guest series with exact task counts; inside `unshare -U -r` it falls
+//! back to cgroupfs with the reason, and with EBPF=on it refuses to start.
+//! Needs root; in CI (CI=true) a missing privilege fails the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Root tests here share nothing but the machine; one at a time keeps the counts clean.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cgroup2_mount() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts = metrics_exporter::parse::mountinfo::parse(&text).unwrap();
+    PathBuf::from(
+        &mounts
+            .iter()
+            .rev()
+            .find(|m| m.fs_type == "cgroup2")
+            .expect("a cgroup2 mount")
+            .mount_point,
+    )
+}
+
+/// A guest cgroup `lxc/<vmid>/ns` under a subtree of our own, with one shell in it that waits
+/// on a FIFO and then forks `/bin/true` `forks` times. Removed (processes killed) on drop.
+struct Guest {
+    subtree: PathBuf,
+    fifo: PathBuf,
+    done: PathBuf,
+    shell: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Guest {
+    fn new(tag: &str, vmid: u32, forks: u32) -> Guest {
+        let subtree = cgroup2_mount().join(format!("metrics-exporter-bin-{tag}-{}", std::process::id()));
+        let ns = subtree.join(format!("lxc/{vmid}/ns"));
+        std::fs::create_dir_all(&ns).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("go");
+        let done = dir.path().join("done");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // Builtins only until the loop: `read` from the FIFO blocks without forking.
+        let script = format!(
+            "echo $$ > {procs}; read x < {fifo}; i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i+1)); done; echo ok > {done}; exec sleep 600",
+            procs = ns.join("cgroup.procs").display(),
+            fifo = fifo.display(),
+            done = done.display(),
+        );
+        let shell = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(ns.join("cgroup.procs"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the guest shell never joined its cgroup");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Guest {
+            subtree,
+            fifo,
+            done,
+            shell: Some(shell),
+            _dir: dir,
+        }
+    }
+
+    /// Lets the shell run its loop and waits until it finished.
+    fn run_forks(&self) {
+        std::fs::write(&self.fifo, "go\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.done.exists() {
+            assert!(Instant::now() < deadline, "the fork loop did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn env(&self, pve: &Path) -> Vec<(String, String)> {
+        vec![
+            ("PLATFORM".into(), "proxmox".into()),
+            ("CGROUP_PATH".into(), self.subtree.display().to_string()),
+            ("PVE_PATH".into(), pve.display().to_string()),
+            ("ENABLED_COLLECTORS".into(), "guests".into()),
+            ("LOG_LEVEL".into(), "warn".into()),
+        ]
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(mut shell) = self.shell.take() {
+            // The shell exec'd sleep: killing it empties the cgroup.
+            let _ = shell.kill();
+            let _ = shell.wait();
+        }
+        // Remove only what we created, deepest first.
+        let mut dirs = Vec::new();
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk(&e.path(), out);
+                    }
+                }
+            }
+            out.push(dir.to_path_buf());
+        }
+        walk(&self.subtree, &mut dirs);
+        for dir in dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn collect(exporter: &Exporter) -> Vec<Series> {
+    let r = request(exporter.address, "POST", "/collect", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    parse_exposition(&exporter.get("/metrics").text())
+}
+
+fn privileged() -> bool {
+    require("root (eBPF and cgroup creation)", is_root())
+}
+
+fn check_loaded_and_counting(mut command: Command, tag: &str) {
+    let guest = Guest::new(tag, 901, 20);
+    let pve = tempfile::tempdir().unwrap();
+    command.stderr(Stdio::piped());
+    let exporter = Exporter::start_with(command, &guest.env(pve.path()));
+    let status = exporter.get("/status").json();
+    assert_eq!(
+        status["exporter"]["components"]["ebpf"]["state"]["enabled"], true,
+        "{}",
+        status["exporter"]
+    );
+    let first = parse_exposition(&exporter.get("/metrics").text());
+    let labels = [("container_id", "901"), ("type", "lxc")];
+    assert_eq!(value(&first, "metrics_exporter_ebpf_enabled", &[]), Some(1.0));
+    assert_eq!(
+        value(&first, "container_tasks_forked_total", &labels),
+        Some(0.0),
+        "counts start at the slot"
+    );
+    guest.run_forks();
+    let series = collect(&exporter);
+    assert_eq!(value(&series, "container_tasks_forked_total", &labels), Some(20.0));
+    assert_eq!(value(&series, "container_tasks_exits_total", &labels), Some(20.0));
+    // 20 execs of /bin/true and the final exec of sleep.
+    assert_eq!(value(&series, "container_tasks_execs_total", &labels), Some(21.0));
+    // The cgroupfs series keep their names beside the eBPF ones.
+    assert!(value(&series, "container_cpu_usage_seconds_total", &labels).unwrap() > 0.0);
+    assert!(value(&series, "container_runqueue_latency_seconds_count", &labels).unwrap() >= 20.0);
+    assert!(
+        series
+            .iter()
+            .any(|s| s.0 == "metrics_exporter_build_info" && s.1["ebpf"] == "yes")
+    );
+}
+
+#[test]
+fn root_binary_serves_ebpf_guest_series_with_exact_task_counts() {
+    let _serial = serial();
+    if !privileged() {
+        return;
+    }
+    check_loaded_and_counting(Command::new(binary()), "root");
+}
+
+#[test]
+fn binary_loads_as_non_root_with_exactly_bpf_perfmon_net_admin() {
+    let _serial = serial();
+    if !privileged() || !require_command("setpriv") {
+        return;
+    }
+    let caps = "+bpf,+perfmon,+net_admin";
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg(binary());
+    check_loaded_and_counting(command, "setpriv");
+}
+
+#[test]
+fn user_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
+    let _serial = serial();
+    if !privileged() || !require_command("unshare") {
+        return;
+    }
+    let guest = Guest::new("userns", 902, 0);
+    let pve = tempfile::tempdir().unwrap();
+    let mut command = Command::new("unshare");
+    command.args(["-U", "-r"]).arg(binary());
+    let exporter = Exporter::start_with(command, &guest.env(pve.path()));
+    let series = parse_exposition(&exporter.get("/metrics").text());
+    let enabled = series
+        .iter()
+        .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
+        .expect("ebpf_enabled");
+    assert_eq!(enabled.2, 0.0);
+    assert!(enabled.1["reason"].contains("errno 1"), "{:?}", enabled.1);
+    // The same guest series come from cgroupfs.
+    assert!(value(&series, "container_cpu_usage_seconds_total", &[("container_id", "902")]).is_some());
+    assert!(!names(&series).contains("container_tasks_forked_total"));
+    let status = exporter.get("/status").json();
+    assert_eq!(
+        status["exporter"]["components"]["ebpf"]["state"]["reason"]["kind"],
+        "permission_denied"
+    );
+    drop(exporter);
+
+    let out = Command::new("unshare")
+        .args(["-U", "-r"])
+        .arg(binary())
+        .arg("--once")
+        .env("EBPF", "on")
+        .envs(guest.env(pve.path()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("errno 1"),
+        "{stderr}"
+    );
+}
