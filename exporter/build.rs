@@ -11,12 +11,9 @@ use std::path::PathBuf;
 fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(ebpf_object_empty)");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    let out_dir = PathBuf::from(
-        std::env::var_os("OUT_DIR").ok_or_else(|| anyhow::anyhow!("OUT_DIR not set"))?,
-    );
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| anyhow::anyhow!("OUT_DIR not set"))?);
     let manifest_dir = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .ok_or_else(|| anyhow::anyhow!("CARGO_MANIFEST_DIR not set"))?,
+        std::env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow::anyhow!("CARGO_MANIFEST_DIR not set"))?,
     );
     let skip = std::env::var("AYA_BUILD_SKIP")
         .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))

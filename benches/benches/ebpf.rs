@@ -32,9 +32,7 @@ fn main() {
             std::env::var("CI").as_deref() != Ok("true"),
             "ebpf benchmarks: CI=true but not root"
         );
-        eprintln!(
-            "ebpf benchmarks: NOT RUN: they load eBPF programs and create cgroups, which needs root"
-        );
+        eprintln!("ebpf benchmarks: NOT RUN: they load eBPF programs and create cgroups, which needs root");
         return;
     }
     let tree = Tree::new();
@@ -67,8 +65,7 @@ impl Tree {
             .lines()
             .find_map(|l| {
                 let (left, right) = l.split_once(" - ")?;
-                (right.split(' ').next() == Some("cgroup2"))
-                    .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+                (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
             })
             .expect("a cgroup2 mount");
         let root = mount.join(format!("mex-bench-{}", std::process::id()));
@@ -171,16 +168,8 @@ fn pingpong(round_trips: u64) -> Duration {
 
 fn sched_switch_stats(rt: &EbpfRuntime) -> (u64, u64) {
     let stats = rt.self_stats();
-    assert!(
-        stats.bpf_stats_enabled,
-        "bpf stats: {:?}",
-        stats.bpf_stats_error
-    );
-    let p = stats
-        .programs
-        .iter()
-        .find(|p| p.name == "sched_switch")
-        .unwrap();
+    assert!(stats.bpf_stats_enabled, "bpf stats: {:?}", stats.bpf_stats_error);
+    let p = stats.programs.iter().find(|p| p.name == "sched_switch").unwrap();
     (p.run_count, p.run_time_ns)
 }
 

@@ -20,7 +20,9 @@ fn guests(c: &mut Criterion) {
         let env = host.environment();
         let mut collector = proxmox::create("guests", &env).expect("guests collector");
         // Warm up: open the descriptors and parse the configs once, as at the first scrape.
-        collector.collect(&mut SnapshotBuilder::new()).expect("first collection");
+        collector
+            .collect(&mut SnapshotBuilder::new())
+            .expect("first collection");
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {

@@ -205,11 +205,7 @@ pub const fn runq_bucket(wait_ns: u64) -> usize {
         return 0;
     }
     let k = (log2_floor(wait_ns) - (RUNQ_FIRST_BOUND_LOG2 - 1)) as usize;
-    if k >= RUNQ_BUCKETS {
-        RUNQ_BUCKETS - 1
-    } else {
-        k
-    }
+    if k >= RUNQ_BUCKETS { RUNQ_BUCKETS - 1 } else { k }
 }
 
 /// Upper bound in nanoseconds of bucket `k` (exclusive); `None` for the last (+Inf) bucket.

@@ -23,17 +23,15 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_MMAPABLE,
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_smp_processor_id, bpf_skb_ancestor_cgroup_id,
-    },
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_smp_processor_id, bpf_skb_ancestor_cgroup_id},
     macros::{btf_tracepoint, cgroup_skb, map, raw_tracepoint},
     maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, SkBuffContext},
 };
 use aya_log_ebpf::{error, warn};
 use exporter_common::{
-    CpuState, EVENT_STATS_LEN, GuestCounters, MAX_GUESTS, RUNQ_BUCKETS, SLOT_TABLE_ENTRIES,
-    SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotTable, runq_bucket, slot_home,
+    CpuState, EVENT_STATS_LEN, GuestCounters, MAX_GUESTS, RUNQ_BUCKETS, SLOT_TABLE_ENTRIES, SLOT_TABLE_PROBES,
+    STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotTable, runq_bucket, slot_home,
 };
 
 /// Byte offsets inside `struct task_struct`, set by userspace from the kernel's BTF at load
@@ -112,8 +110,7 @@ fn slot_of<C: EbpfContext>(ctx: &C, table: &SlotTable, cgroup_id: u64) -> Option
         return None;
     }
     // SAFETY: hit < SLOT_TABLE_ENTRIES (checked above).
-    let slot =
-        unsafe { core::ptr::read_volatile(&(*base.add(hit & (SLOT_TABLE_ENTRIES - 1))).slot) };
+    let slot = unsafe { core::ptr::read_volatile(&(*base.add(hit & (SLOT_TABLE_ENTRIES - 1))).slot) };
     if slot >= MAX_GUESTS {
         let n = count_event(STAT_BAD_SLOT);
         if n.is_power_of_two() {
@@ -202,8 +199,7 @@ fn on_switch(ctx: &BtfTracePointContext) {
         if n.is_power_of_two() && n > 1 {
             warn!(
                 ctx,
-                "a guest task was switched out without its switch-in seen on this CPU ({} times)",
-                n
+                "a guest task was switched out without its switch-in seen on this CPU ({} times)", n
             );
         }
         return;

@@ -11,19 +11,14 @@
 use metrics_exporter::ebpf::{EbpfRuntime, LoadOptions};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let mut args = std::env::args().skip(1);
     let mount = args.next().unwrap_or_else(|| "/sys/fs/cgroup".to_owned());
     let guest = args.next();
     let mut runtime = match EbpfRuntime::load(&LoadOptions::new(&mount)) {
         Ok(r) => r,
         Err(why) => {
-            eprintln!(
-                "ebpf unavailable: kind={:?} errno={:?}: {why}",
-                why.kind, why.errno
-            );
+            eprintln!("ebpf unavailable: kind={:?} errno={:?}: {why}", why.kind, why.errno);
             std::process::exit(2);
         }
     };
@@ -43,14 +38,8 @@ fn main() {
         }
     }
     let stats = runtime.self_stats();
-    println!(
-        "bpf stats: {} {:?}",
-        stats.bpf_stats_enabled, stats.bpf_stats_error
-    );
+    println!("bpf stats: {} {:?}", stats.bpf_stats_enabled, stats.bpf_stats_error);
     for p in &stats.programs {
-        println!(
-            "program {}: runs={} run_time_ns={}",
-            p.name, p.run_count, p.run_time_ns
-        );
+        println!("program {}: runs={} run_time_ns={}", p.name, p.run_count, p.run_time_ns);
     }
 }

@@ -134,10 +134,7 @@ impl Proc {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "child did not finish within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "child did not finish within {limit:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -154,8 +151,7 @@ fn spawn_in(cgroup: &Path, netns: Option<&str>, script: &str) -> Proc {
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{ns}"))
-                .args(["sh", "-c", &join]);
+            c.arg(format!("--net=/run/netns/{ns}")).args(["sh", "-c", &join]);
             c
         }
         None => {
@@ -199,10 +195,7 @@ fn cpu_time_matches_cpu_stat_pinned_and_migrating() {
     let cg = TestCgroup::new("cpu");
     let mut rt = load(&cgroup2_mount());
     let cases = [
-        (
-            "pinned burner",
-            "taskset -c 0 timeout 2 sh -c 'while :; do :; done'",
-        ),
+        ("pinned burner", "taskset -c 0 timeout 2 sh -c 'while :; do :; done'"),
         (
             "pinned ping-pong",
             // Two shells passing lines through two fifos, both pinned to CPU 0.
@@ -227,20 +220,14 @@ fn cpu_time_matches_cpu_stat_pinned_and_migrating() {
         let before_stat = cpu_usage_usec(&guest);
         let before = read(&rt, slot).counters.cpu_ns;
         let status = spawn_in(&guest.join("ns/inner"), None, script).wait(Duration::from_secs(20));
-        assert!(
-            status.success() || status.code() == Some(124),
-            "{name}: {status}"
-        );
+        assert!(status.success() || status.code() == Some(124), "{name}: {status}");
         // Every task has exited: both sources have accounted all of it.
         std::thread::sleep(Duration::from_millis(50));
         let stat_s = (cpu_usage_usec(&guest) - before_stat) as f64 / 1e6;
         let ebpf_s = (read(&rt, slot).counters.cpu_ns - before) as f64 / 1e9;
         let ratio = ebpf_s / stat_s;
         eprintln!("{name}: cpu.stat {stat_s:.4} s, eBPF {ebpf_s:.4} s, ratio {ratio:.4}");
-        assert!(
-            stat_s > 0.5,
-            "{name}: workload too small to judge ({stat_s} s)"
-        );
+        assert!(stat_s > 0.5, "{name}: workload too small to judge ({stat_s} s)");
         assert!(
             (ratio - 1.0).abs() <= 0.02,
             "{name}: eBPF {ebpf_s} s vs cpu.stat {stat_s} s"
@@ -269,11 +256,7 @@ fn task_lifecycle_counts_are_exact() {
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(50));
     let c = read(&rt, slot).counters;
-    assert_eq!(
-        (c.forks, c.execs, c.exits),
-        (n, n + 1, n + 1),
-        "forks, execs, exits"
-    );
+    assert_eq!((c.forks, c.execs, c.exits), (n, n + 1, n + 1), "forks, execs, exits");
 }
 
 /// Network namespaces and a veth pair named like Proxmox's, removed on drop.
@@ -358,8 +341,7 @@ fn socket_traffic_matches_the_veth_counters() {
     run(
         "ip",
         &[
-            "link", "add", &veth, "netns", &ns.host, "type", "veth", "peer", "name", "eth0",
-            "netns", &ns.guest,
+            "link", "add", &veth, "netns", &ns.host, "type", "veth", "peer", "name", "eth0", "netns", &ns.guest,
         ],
     );
     for (n, dev, mac, addr, peer, peer_mac) in [
@@ -371,14 +353,7 @@ fn socket_traffic_matches_the_veth_counters() {
             "10.213.0.2",
             guest_mac,
         ),
-        (
-            &ns.guest,
-            "eth0",
-            guest_mac,
-            "10.213.0.2/30",
-            "10.213.0.1",
-            host_mac,
-        ),
+        (&ns.guest, "eth0", guest_mac, "10.213.0.2/30", "10.213.0.1", host_mac),
     ] {
         in_ns(
             n,
@@ -442,8 +417,7 @@ fn socket_traffic_matches_the_veth_counters() {
     let client = format!(
         "timeout 20 python3 -c \"\nimport socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(5)\nfor _ in range({count}):\n    s.sendto(b'x'*{size},('10.213.0.1',5353))\n    s.recvfrom(65536)\n\""
     );
-    let status =
-        spawn_in(&guest.join("ns"), Some(&ns.guest), &client).wait(Duration::from_secs(30));
+    let status = spawn_in(&guest.join("ns"), Some(&ns.guest), &client).wait(Duration::from_secs(30));
     assert!(status.success(), "client: {status}");
     assert!(server.wait(Duration::from_secs(10)).success());
     std::thread::sleep(Duration::from_millis(100));
@@ -467,21 +441,9 @@ fn socket_traffic_matches_the_veth_counters() {
     assert_eq!(rx_p, count);
     assert_eq!(sent_p, rx_p, "packets sent by the guest");
     assert_eq!(recv_p, tx_p, "packets received by the guest");
-    assert_eq!(
-        sent_b + 14 * sent_p,
-        rx_b,
-        "bytes sent, plus the Ethernet header"
-    );
-    assert_eq!(
-        recv_b + 14 * recv_p,
-        tx_b,
-        "bytes received, plus the Ethernet header"
-    );
-    assert_eq!(
-        sent_b,
-        count * (size + 28),
-        "IPv4 + UDP headers on each datagram"
-    );
+    assert_eq!(sent_b + 14 * sent_p, rx_b, "bytes sent, plus the Ethernet header");
+    assert_eq!(recv_b + 14 * recv_p, tx_b, "bytes received, plus the Ethernet header");
+    assert_eq!(sent_b, count * (size + 28), "IPv4 + UDP headers on each datagram");
 }
 
 /// Sum of `run_delay` (the second field of /proc/<pid>/schedstat: nanoseconds spent waiting
@@ -513,10 +475,7 @@ fn runqueue_latency_shows_contention() {
     let hogs = 2 * std::thread::available_parallelism().unwrap().get();
     // The hogs are started by one shell and left running; they are measured while alive
     // (schedstat disappears with the task) and killed by the cgroup guard.
-    let hog_script = (0..hogs)
-        .map(|_| "sh -c 'while :; do :; done' & ")
-        .collect::<String>()
-        + "wait";
+    let hog_script = (0..hogs).map(|_| "sh -c 'while :; do :; done' & ").collect::<String>() + "wait";
     let _hog = spawn_in(&busy.join("ns/inner"), None, &hog_script);
     let sleeper = spawn_in(
         &idle.join("ns"),
@@ -535,8 +494,7 @@ fn runqueue_latency_shows_contention() {
     let waits = |c: &exporter_common::GuestCounters| c.runq_buckets.iter().sum::<u64>();
     // Waits of a millisecond or more: bucket k holds [2^(9+k), 2^(10+k)) ns, 2^20 ns ~ 1 ms.
     let long = |c: &exporter_common::GuestCounters| c.runq_buckets[11..].iter().sum::<u64>();
-    let mean =
-        |c: &exporter_common::GuestCounters| c.runq_wait_ns as f64 / waits(c).max(1) as f64 / 1e6;
+    let mean = |c: &exporter_common::GuestCounters| c.runq_wait_ns as f64 / waits(c).max(1) as f64 / 1e6;
     eprintln!(
         "busy: {} waits, {} >= 1 ms, mean {:.3} ms; over 2 s: eBPF {:.3} s waiting, schedstat run_delay {:.3} s; \
          idle: {} waits, {} >= 1 ms, mean {:.3} ms",
@@ -598,10 +556,7 @@ fn released_slots_start_from_zero() {
     let second = cg.guest("second");
     let again = rt.assign("second", &second).unwrap();
     assert_eq!(again, slot, "the lowest free slot is reused");
-    assert_eq!(
-        read(&rt, again).counters,
-        exporter_common::GuestCounters::ZERO
-    );
+    assert_eq!(read(&rt, again).counters, exporter_common::GuestCounters::ZERO);
     // The released guest's cgroup is no longer counted.
     assert!(
         spawn_in(&first.join("ns"), None, "/bin/true")
@@ -718,10 +673,7 @@ fn minimal_capabilities_suffice() {
         Some(&guest),
     );
     assert!(text.contains("CHILD loaded maps="), "{text}");
-    assert!(
-        text.contains("GUEST_COUNTERS") && text.contains("SLOT_TABLE"),
-        "{text}"
-    );
+    assert!(text.contains("GUEST_COUNTERS") && text.contains("SLOT_TABLE"), "{text}");
     assert!(text.contains("CHILD assigned slot=0"), "{text}");
     // One capability less: refused.
     let fewer = "-all,+bpf,+perfmon";

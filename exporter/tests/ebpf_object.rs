@@ -64,18 +64,12 @@ fn embedded_object_matches_the_contract() {
         common::EVENT_STATS_LEN,
         0,
     );
-    let rodata = obj
-        .maps
-        .get(".rodata")
-        .expect(".rodata holds the task field offsets");
+    let rodata = obj.maps.get(".rodata").expect(".rodata holds the task field offsets");
     assert!(rodata.value_size() >= 8, "two u32 offsets");
     let logs = obj.maps.get(common::LOG_MAP).expect("aya-log ring buffer");
     assert_eq!(logs.map_type(), BPF_MAP_TYPE_RINGBUF);
 
-    for (program, _) in common::BTF_TRACEPOINTS
-        .iter()
-        .chain(common::RAW_TRACEPOINTS)
-    {
+    for (program, _) in common::BTF_TRACEPOINTS.iter().chain(common::RAW_TRACEPOINTS) {
         assert!(
             obj.programs.contains_key(*program),
             "program {program} missing; programs: {:?}",
@@ -83,9 +77,6 @@ fn embedded_object_matches_the_contract() {
         );
     }
     for program in [common::SKB_INGRESS_PROGRAM, common::SKB_EGRESS_PROGRAM] {
-        assert!(
-            obj.programs.contains_key(program),
-            "program {program} missing"
-        );
+        assert!(obj.programs.contains_key(program), "program {program} missing");
     }
 }
