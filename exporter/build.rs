@@ -4,7 +4,7 @@
 //! `AYA_BUILD_SKIP=1` builds the userspace without nightly or bpf-linker: the object is then
 //! an empty file and the cfg `ebpf_object_empty` is set, so the binary knows (and says in its
 //! log, /status and `metrics_exporter_ebpf_enabled 0`) that it carries no eBPF programs.
-//! `scripts/setup-ebpf-toolchain.sh` installs what the full build needs.
+//! `cargo xtask setup` (xtask/src/setup.rs) installs what the full build needs.
 
 use std::path::PathBuf;
 

@@ -37,12 +37,23 @@ fn unit_for_verify(name: &str, dir: &std::path::Path) -> PathBuf {
 }
 
 #[test]
-fn systemd_unit_verifies_and_rates_at_most_2() {
+fn systemd_units_verify_and_keep_their_exposure() {
     if !require_command("systemd-analyze") {
         return;
     }
+    // The plain unit holds no capability (goal 2.0); the eBPF unit needs CAP_BPF, CAP_PERFMON
+    // and CAP_NET_ADMIN, which systemd-analyze charges for.
+    for (name, ceiling) in [
+        ("metrics-exporter.service", 2.0),
+        ("metrics-exporter-ebpf.service", 2.3),
+    ] {
+        check_unit(name, ceiling);
+    }
+}
+
+fn check_unit(name: &str, ceiling: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit_for_verify("metrics-exporter.service", dir.path());
+    let unit = unit_for_verify(name, dir.path());
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
@@ -73,7 +84,7 @@ fn systemd_unit_verifies_and_rates_at_most_2() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(exposure <= 2.0, "exposure {exposure}: {line}");
+    assert!(exposure <= ceiling, "{name}: exposure {exposure}: {line}");
 }
 
 #[test]
