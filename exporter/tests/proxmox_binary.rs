@@ -1,0 +1,159 @@
+//! The binary with PLATFORM=proxmox over fixtures/proxmox-host reproduces every per-guest value
+//! of its expected.json through the exposition text (a `null` there must be an absent series),
+//! and none of the traps: monitor cgroups, snapshot sections, firewall devices, stopped and
+//! foreign guests.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value as Json;
+
+fn fixture_output() -> Vec<Series> {
+    let out = Command::new(binary())
+        .arg("--once")
+        .envs(fixture_env("proxmox-host", "proxmox"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_exposition(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// expected.json key -> metric name, for the plain per-guest quantities.
+const QUANTITIES: &[(&str, &str)] = &[
+    ("cpu_seconds", "container_cpu_usage_seconds_total"),
+    ("cpu_user_seconds", "container_cpu_user_seconds_total"),
+    ("cpu_system_seconds", "container_cpu_system_seconds_total"),
+    ("throttled_seconds", "container_cpu_cfs_throttled_seconds_total"),
+    ("throttled_periods", "container_cpu_cfs_throttled_periods_total"),
+    ("cpu_periods", "container_cpu_cfs_periods_total"),
+    ("cpu_limit_cores", "container_spec_cpu_limit_cores"),
+    ("memory_usage_bytes", "container_memory_usage_bytes"),
+    ("memory_pve_bytes", "container_memory_pve_used_bytes"),
+    ("memory_working_set_bytes", "container_memory_working_set_bytes"),
+    ("memory_limit_bytes", "container_spec_memory_limit_bytes"),
+    ("memory_high_bytes", "container_spec_memory_soft_limit_bytes"),
+    ("swap_bytes", "container_memory_swap"),
+    ("swap_limit_bytes", "container_spec_memory_swap_limit_bytes"),
+    ("pids", "container_threads"),
+    ("pids_limit", "container_threads_max"),
+    ("processes", "container_processes"),
+    ("oom_kills", "container_oom_kills_total"),
+    ("psi_cpu_some_seconds", "container_pressure_cpu_waiting_seconds_total"),
+    ("psi_cpu_full_seconds", "container_pressure_cpu_stalled_seconds_total"),
+    (
+        "psi_memory_some_seconds",
+        "container_pressure_memory_waiting_seconds_total",
+    ),
+    (
+        "psi_memory_full_seconds",
+        "container_pressure_memory_stalled_seconds_total",
+    ),
+    ("psi_io_some_seconds", "container_pressure_io_waiting_seconds_total"),
+    ("psi_io_full_seconds", "container_pressure_io_stalled_seconds_total"),
+];
+
+#[test]
+fn every_expected_guest_value_through_the_binary() {
+    let expected: Json =
+        serde_json::from_str(&std::fs::read_to_string(fixture("proxmox-host").join("expected.json")).unwrap()).unwrap();
+    let series = fixture_output();
+    let mut checked = 0;
+    for (vmid, guest) in expected["guests"].as_object().unwrap() {
+        let kind = guest["type"].as_str().unwrap();
+        let name = guest["name"].as_str().unwrap();
+        let id = [("container_id", vmid.as_str()), ("host_name", name), ("type", kind)];
+        let status = if guest["running"] == true { "running" } else { "stopped" };
+        let tags = guest["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(";");
+        let info = [
+            id[0],
+            id[1],
+            id[2],
+            ("node", "pve1"),
+            ("tags", tags.as_str()),
+            ("status", status),
+        ];
+        assert_eq!(value(&series, "pve_guest_info", &info), Some(1.0), "{vmid} info");
+        for (key, metric) in QUANTITIES {
+            let got = value(&series, metric, &id);
+            match (&guest[*key], guest["running"] == true) {
+                (_, false) => assert_eq!(got, None, "{vmid}: stopped guest has no {metric}"),
+                (Json::Null, true) => assert_eq!(got, None, "{vmid}: {metric} must be absent"),
+                (v, true) => {
+                    assert_eq!(got, Some(v.as_f64().unwrap()), "{vmid} {metric}");
+                    checked += 1;
+                }
+            }
+        }
+        if guest["running"] == true {
+            for (interface, net) in guest["net"].as_object().unwrap() {
+                let labels = [id[0], id[2], ("interface", interface.as_str())];
+                for (key, metric) in [
+                    ("rx_bytes", "container_network_receive_bytes_total"),
+                    ("tx_bytes", "container_network_transmit_bytes_total"),
+                    ("rx_packets", "container_network_receive_packets_total"),
+                    ("tx_packets", "container_network_transmit_packets_total"),
+                ] {
+                    assert_eq!(
+                        value(&series, metric, &labels),
+                        net[key].as_f64(),
+                        "{vmid} {interface} {metric}"
+                    );
+                    checked += 1;
+                }
+            }
+            let io = guest["io"].as_object();
+            let io_series = series
+                .iter()
+                .filter(|s| s.0 == "container_fs_reads_bytes_total" && s.1["container_id"] == *vmid)
+                .count();
+            assert_eq!(io_series, io.map(|m| m.len()).unwrap_or(0), "{vmid}: io devices");
+            for (device, counters) in io.into_iter().flatten() {
+                let labels = [id[0], ("device", device.as_str())];
+                assert_eq!(
+                    value(&series, "container_fs_reads_bytes_total", &labels),
+                    counters["read_bytes"].as_f64()
+                );
+                assert_eq!(
+                    value(&series, "container_fs_writes_bytes_total", &labels),
+                    counters["write_bytes"].as_f64()
+                );
+                checked += 2;
+            }
+        }
+    }
+    assert!(checked > 80, "only {checked} values checked");
+    // Traps: guests of other nodes, monitors and firewall devices produce nothing.
+    for (_, labels, _) in &series {
+        if let Some(id) = labels.get("container_id") {
+            assert!(
+                ["101", "102", "103", "200"].contains(&id.as_str()),
+                "unexpected guest {id}"
+            );
+        }
+        if let Some(interface) = labels.get("interface") {
+            assert!(!interface.starts_with("fw"), "firewall device exported: {interface}");
+        }
+    }
+    assert!(
+        !series
+            .iter()
+            .any(|s| s.1.get("host_name").is_some_and(|h| h == "web-old")),
+        "snapshot section read"
+    );
+    assert_eq!(
+        value(&series, "pve_cluster_quorate", &[("cluster", "homelab")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&series, "pve_cluster_nodes_online", &[("cluster", "homelab")]),
+        Some(2.0)
+    );
+}
