@@ -78,6 +78,10 @@ fn test() -> anyhow::Result<()> {
     // One test thread per binary: the root tests create cgroups, namespaces and veth pairs
     // whose names are unique per test, but the machine has 2 cores and the kernel-counter
     // comparisons are steadier without parallel CPU burners.
-    run("cargo", &["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"], &[])?;
+    run(
+        "cargo",
+        &["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"],
+        &[],
+    )?;
     Ok(())
 }
