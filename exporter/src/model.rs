@@ -102,8 +102,10 @@ pub enum Value {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// One value per name in the family's `desc.labels`, in the same order.
-    pub labels: Box<[LabelValue]>,
+    /// One value per name in the family's `desc.labels`, in the same order. Shared (`Arc`)
+    /// so that a collector emitting many series with the same label values (every series of
+    /// a Proxmox guest) allocates the array once and clones a pointer per sample.
+    pub labels: Arc<[LabelValue]>,
     pub value: Value,
 }
 
@@ -204,7 +206,7 @@ impl SnapshotBuilder {
         labels: impl IntoIterator<Item = L>,
         value: Value,
     ) {
-        let labels: Box<[LabelValue]> = labels.into_iter().map(Into::into).collect();
+        let labels: Arc<[LabelValue]> = labels.into_iter().map(Into::into).collect();
         debug_assert_eq!(labels.len(), desc.labels.len(), "label arity of {}", desc.name);
         self.family(desc).samples.push(Sample { labels, value });
     }

@@ -62,6 +62,34 @@ pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
     Ok(FlatKeyed(map))
 }
 
+/// The values of `keys` in a flat-keyed file, `None` for a key the file does not print;
+/// every line is checked as strictly as by [`parse_flat_keyed`] (`key value`, the value an
+/// unsigned integer), but only the wanted values are converted and nothing is allocated.
+///
+/// Why: a collector that needs two keys of `memory.stat` (about fifty lines) spent most of its
+/// parse time building a map of all of them, once per guest and collection.
+pub fn flat_keyed_values<const K: usize>(text: &str, keys: &[&str; K]) -> Result<[Option<u64>; K], ParseError> {
+    let mut out = [None; K];
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(key) = fields.next() else {
+            continue;
+        };
+        let (Some(value), None) = (fields.next(), fields.next()) else {
+            return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
+        };
+        let not_a_number = || ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}"));
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => out[i] = Some(value.parse::<u64>().map_err(|_| not_a_number())?),
+            // A value nobody reads is only checked for its shape (digits), which is what
+            // tells a truncated or foreign file; converting it would be wasted work.
+            None if value.bytes().all(|b| b.is_ascii_digit()) => {}
+            None => return Err(not_a_number()),
+        }
+    }
+    Ok(out)
+}
+
 /// `cpu.stat`. The first three keys are always printed (the core `cpu.stat`); the others only
 /// when the cpu controller is enabled for the cgroup, hence `Option`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,18 +108,40 @@ pub struct CpuStat {
 
 /// Parses `cpu.stat` by key, never by line position.
 pub fn parse_cpu_stat(text: &str) -> Result<CpuStat, ParseError> {
-    let keys = parse_flat_keyed(text)?;
-    let required = |key: &str| keys.require(key).map_err(|e| ParseError::new(format!("cpu.stat: {e}")));
+    const KEYS: [&str; 9] = [
+        "usage_usec",
+        "user_usec",
+        "system_usec",
+        "nr_periods",
+        "nr_throttled",
+        "throttled_usec",
+        "nr_bursts",
+        "burst_usec",
+        "core_sched.force_idle_usec",
+    ];
+    let [
+        usage_usec,
+        user_usec,
+        system_usec,
+        nr_periods,
+        nr_throttled,
+        throttled_usec,
+        nr_bursts,
+        burst_usec,
+        core_sched_force_idle_usec,
+    ] = flat_keyed_values(text, &KEYS)?;
+    let required =
+        |value: Option<u64>, key: &str| value.ok_or_else(|| ParseError::new(format!("cpu.stat: missing key {key:?}")));
     Ok(CpuStat {
-        usage_usec: required("usage_usec")?,
-        user_usec: required("user_usec")?,
-        system_usec: required("system_usec")?,
-        nr_periods: keys.get("nr_periods"),
-        nr_throttled: keys.get("nr_throttled"),
-        throttled_usec: keys.get("throttled_usec"),
-        nr_bursts: keys.get("nr_bursts"),
-        burst_usec: keys.get("burst_usec"),
-        core_sched_force_idle_usec: keys.get("core_sched.force_idle_usec"),
+        usage_usec: required(usage_usec, "usage_usec")?,
+        user_usec: required(user_usec, "user_usec")?,
+        system_usec: required(system_usec, "system_usec")?,
+        nr_periods,
+        nr_throttled,
+        throttled_usec,
+        nr_bursts,
+        burst_usec,
+        core_sched_force_idle_usec,
     })
 }
 
@@ -197,47 +247,125 @@ impl IoStatDevice {
     }
 }
 
-/// Parses `io.stat`: one line per device, `MAJ:MIN key=value ...`. Devices are listed as the
-/// kernel sees them (stacked dm devices and their disks each get a line): never sum them.
-pub fn parse_io_stat(text: &str) -> Result<Vec<IoStatDevice>, ParseError> {
-    let mut devices = Vec::new();
+/// Walks `io.stat` line by line, checking each as [`parse_io_stat`] does, and calls `each`
+/// with the device and its `key=value` pairs (the value unparsed).
+fn io_stat_lines<'t>(
+    text: &'t str,
+    mut each: impl FnMut(
+        u32,
+        u32,
+        &mut dyn Iterator<Item = Result<(&'t str, &'t str), ParseError>>,
+    ) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let bad = |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
+        let bad = move |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
         let mut fields = line.split_ascii_whitespace();
         let device = fields.next().ok_or_else(|| bad("empty"))?;
         let (major, minor) = device.split_once(':').ok_or_else(|| bad("device is not MAJ:MIN"))?;
         let major = major.parse().map_err(|_| bad("bad major"))?;
         let minor = minor.parse().map_err(|_| bad("bad minor"))?;
+        let mut pairs = fields.map(|field| {
+            let (key, value) = field.split_once('=').ok_or_else(|| bad("field without ="))?;
+            if key.is_empty() || value.is_empty() {
+                return Err(bad("empty key or value"));
+            }
+            Ok((key, value))
+        });
+        each(major, minor, &mut pairs)?;
+    }
+    Ok(())
+}
+
+/// Parses `io.stat`: one line per device, `MAJ:MIN key=value ...`. Devices are listed as the
+/// kernel sees them (stacked dm devices and their disks each get a line): never sum them.
+pub fn parse_io_stat(text: &str) -> Result<Vec<IoStatDevice>, ParseError> {
+    let mut devices = Vec::new();
+    io_stat_lines(text, |major, minor, pairs| {
         let mut entry = IoStatDevice {
             major,
             minor,
             ..Default::default()
         };
-        for field in fields {
-            let (key, value) = field.split_once('=').ok_or_else(|| bad("field without ="))?;
-            if key.is_empty() || value.is_empty() {
-                return Err(bad("empty key or value"));
-            }
+        for pair in pairs {
+            let (key, value) = pair?;
             match value.parse::<u64>() {
                 Ok(v) => entry.counters.push((key.to_owned(), v)),
                 Err(_) => entry.other.push((key.to_owned(), value.to_owned())),
             }
         }
         devices.push(entry);
-    }
+        Ok(())
+    })?;
     Ok(devices)
+}
+
+/// The four byte and operation counters of one `io.stat` device line, `None` where the line
+/// does not carry the key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub major: u32,
+    pub minor: u32,
+    pub rbytes: Option<u64>,
+    pub wbytes: Option<u64>,
+    pub rios: Option<u64>,
+    pub wios: Option<u64>,
+}
+
+/// Like [`parse_io_stat`], but only `rbytes`, `wbytes`, `rios`, `wios`, into `out` (cleared
+/// first) without allocating per line: what a collector reading every guest's io.stat on
+/// every collection needs. Checks every line as strictly.
+pub fn parse_io_stat_into(text: &str, out: &mut Vec<IoCounters>) -> Result<(), ParseError> {
+    out.clear();
+    let result = io_stat_lines(text, |major, minor, pairs| {
+        let mut entry = IoCounters {
+            major,
+            minor,
+            ..Default::default()
+        };
+        for pair in pairs {
+            let (key, value) = pair?;
+            let slot = match key {
+                "rbytes" => &mut entry.rbytes,
+                "wbytes" => &mut entry.wbytes,
+                "rios" => &mut entry.rios,
+                "wios" => &mut entry.wios,
+                // Other keys (dbytes, dios, iocost's cost.vrate=100.00, ...) are not read.
+                _ => continue,
+            };
+            // A non-integer value of these keys is kept verbatim by parse_io_stat and so not
+            // a counter: absent here.
+            *slot = value.parse().ok();
+        }
+        out.push(entry);
+        Ok(())
+    });
+    if result.is_err() {
+        out.clear();
+    }
+    result
 }
 
 /// Parses `cgroup.procs` or `cgroup.threads`: one PID per line.
 pub fn parse_pids(text: &str) -> Result<Vec<u32>, ParseError> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.trim()
-                .parse()
-                .map_err(|_| ParseError::new(format!("not a PID: {l:?}")))
-        })
-        .collect()
+    let mut pids = Vec::new();
+    parse_pids_into(text, &mut pids)?;
+    Ok(pids)
+}
+
+/// Like [`parse_pids`], appending to `out` (so one buffer serves a whole subtree). On error,
+/// `out` may hold some of the file's PIDs.
+pub fn parse_pids_into(text: &str, out: &mut Vec<u32>) -> Result<(), ParseError> {
+    for line in text.lines() {
+        let pid = line.trim();
+        if pid.is_empty() {
+            continue;
+        }
+        out.push(
+            pid.parse()
+                .map_err(|_| ParseError::new(format!("not a PID: {line:?}")))?,
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -304,6 +432,26 @@ mod tests {
         let m = parse_flat_keyed(text).unwrap();
         assert_eq!(m.get("oom_kill"), Some(2));
         assert_eq!(m.get("oom"), Some(0));
+    }
+
+    #[test]
+    fn flat_keyed_values_agree_with_the_map() {
+        let text = include_str!("../../../fixtures/lxc-container/sys/fs/cgroup/memory.stat");
+        let map = parse_flat_keyed(text).unwrap();
+        let [inactive, file, none] = flat_keyed_values(text, &["inactive_file", "file", "no_such_key"]).unwrap();
+        assert_eq!(inactive, map.get("inactive_file"));
+        assert_eq!(file, map.get("file"));
+        assert_eq!(none, None);
+        for bad in [
+            "anon 1 2\n",
+            "anon\n",
+            "anon x\n",
+            "file 1\nanon -1\n",
+            "file 99999999999999999999999\n",
+        ] {
+            assert!(flat_keyed_values(bad, &["file"]).is_err(), "{bad:?}");
+        }
+        assert_eq!(flat_keyed_values("\n\n", &["file"]).unwrap(), [None]);
     }
 
     #[test]
@@ -386,6 +534,32 @@ mod tests {
                 ("depth".to_owned(), "max".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn io_stat_into_agrees_with_the_full_parse() {
+        let text = "8:16 \n253:0 rbytes=1 wbytes=2 rios=3 wios=4 cost.vrate=100.00 depth=max\n8:0 rbytes=5 dios=0\n";
+        let full = parse_io_stat(text).unwrap();
+        let mut rows = vec![IoCounters::default()];
+        parse_io_stat_into(text, &mut rows).unwrap();
+        assert_eq!(rows.len(), full.len());
+        for (row, dev) in rows.iter().zip(&full) {
+            assert_eq!((row.major, row.minor), (dev.major, dev.minor));
+            assert_eq!(
+                [row.rbytes, row.wbytes, row.rios, row.wios],
+                [dev.rbytes(), dev.wbytes(), dev.rios(), dev.wios()]
+            );
+        }
+        for bad in [
+            "8 rbytes=1",
+            "8:x rbytes=1",
+            "8:0 rbytes",
+            "8:0 rbytes=",
+            "8:0 rbytes=1\n8:1 =2",
+        ] {
+            assert!(parse_io_stat_into(bad, &mut rows).is_err(), "{bad:?}");
+            assert!(rows.is_empty());
+        }
     }
 
     #[test]

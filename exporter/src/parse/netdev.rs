@@ -35,8 +35,8 @@ pub struct NetDevStats {
     pub tx_compressed: u64,
 }
 
-/// Parses one interface line (`  eth0: 1 2 ... 16`).
-pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
+/// Splits one interface line (`  eth0: 1 2 ... 16`) into the name and the 16 counters.
+fn split_line(line: &str) -> Result<(&str, [u64; 16]), ParseError> {
     let bad = |why: &str| ParseError::new(format!("malformed /proc/net/dev line ({why}): {line:?}"));
     let (name, rest) = line
         .split_once(':')
@@ -54,6 +54,61 @@ pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
     if fields.next().is_some() {
         return Err(bad("more than 16 counters"));
     }
+    Ok((name, values))
+}
+
+/// The counters of one interface line, without its name (see [`for_each`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errs: u64,
+    /// `rx_dropped + rx_missed_errors`.
+    pub rx_drop: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errs: u64,
+    pub tx_drop: u64,
+}
+
+/// Checks the file as [`parse`] does and calls `each` with every interface's name and main
+/// counters, in file order, allocating nothing: the host's table lists every veth and tap, so
+/// at a thousand guests a String per line was a measurable share of a collection. `each` may
+/// have been called for earlier lines when a later line fails the parse: the caller discards
+/// what it kept then.
+pub fn for_each(text: &str, mut each: impl FnMut(&str, &Counters)) -> Result<(), ParseError> {
+    let mut lines = text.lines();
+    check_header(lines.next(), lines.next())?;
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let (name, v) = split_line(line)?;
+        each(
+            name,
+            &Counters {
+                rx_bytes: v[0],
+                rx_packets: v[1],
+                rx_errs: v[2],
+                rx_drop: v[3],
+                tx_bytes: v[8],
+                tx_packets: v[9],
+                tx_errs: v[10],
+                tx_drop: v[11],
+            },
+        );
+    }
+    Ok(())
+}
+
+fn check_header(first: Option<&str>, second: Option<&str>) -> Result<(), ParseError> {
+    let (first, second) = (first.unwrap_or_default(), second.unwrap_or_default());
+    if !first.starts_with("Inter-|") || !second.contains("|bytes") {
+        return Err(ParseError::new("not /proc/net/dev: header lines missing"));
+    }
+    Ok(())
+}
+
+/// Parses one interface line (`  eth0: 1 2 ... 16`).
+pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
+    let (name, values) = split_line(line)?;
     let [
         rx_bytes,
         rx_packets,
@@ -98,11 +153,7 @@ pub fn parse_line(line: &str) -> Result<NetDevStats, ParseError> {
 /// silently or report a cut-off counter).
 pub fn parse(text: &str) -> Result<Vec<NetDevStats>, ParseError> {
     let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default();
-    let second = lines.next().unwrap_or_default();
-    if !first.starts_with("Inter-|") || !second.contains("|bytes") {
-        return Err(ParseError::new("not /proc/net/dev: header lines missing"));
-    }
+    check_header(lines.next(), lines.next())?;
     lines.filter(|l| !l.trim().is_empty()).map(parse_line).collect()
 }
 
@@ -138,6 +189,41 @@ mod tests {
         assert_eq!(devs[1].rx_bytes, 27908331540);
         assert_eq!(devs[1].tx_bytes, 318442907166);
         assert_eq!(devs[2].tx_packets, 9201447);
+    }
+
+    #[test]
+    fn for_each_agrees_with_parse() {
+        let full = parse(HOST).unwrap();
+        let mut seen = Vec::new();
+        for_each(HOST, |name, c| seen.push((name.to_owned(), *c))).unwrap();
+        assert_eq!(seen.len(), full.len());
+        for ((name, c), d) in seen.iter().zip(&full) {
+            assert_eq!(name, &d.name);
+            assert_eq!(
+                [
+                    c.rx_bytes,
+                    c.rx_packets,
+                    c.rx_errs,
+                    c.rx_drop,
+                    c.tx_bytes,
+                    c.tx_packets,
+                    c.tx_errs,
+                    c.tx_drop
+                ],
+                [
+                    d.rx_bytes,
+                    d.rx_packets,
+                    d.rx_errs,
+                    d.rx_drop,
+                    d.tx_bytes,
+                    d.tx_packets,
+                    d.tx_errs,
+                    d.tx_drop
+                ]
+            );
+        }
+        assert!(for_each(&HOST[..HOST.len() - 30], |_, _| {}).is_err());
+        assert!(for_each("garbage\n", |_, _| {}).is_err());
     }
 
     #[test]

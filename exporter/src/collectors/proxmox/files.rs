@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::CollectError;
 
@@ -25,6 +25,12 @@ use crate::error::CollectError;
 pub(crate) struct FdBudget {
     used: Arc<AtomicUsize>,
     limit: usize,
+    /// Whether files read only now and then ([`KeptFile::rare`]) may keep a descriptor.
+    keep_rare: Arc<AtomicBool>,
+    /// Rare files in existence, and opens of other files refused a descriptor since the last
+    /// [`FdBudget::balance`].
+    rare_files: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl FdBudget {
@@ -32,12 +38,38 @@ impl FdBudget {
         FdBudget {
             used: Arc::new(AtomicUsize::new(0)),
             limit,
+            keep_rare: Arc::new(AtomicBool::new(true)),
+            rare_files: Arc::new(AtomicUsize::new(0)),
+            refused: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Decides, once per collection, whether rarely read files may keep descriptors: when
+    /// the budget cannot hold every file (a low hard RLIMIT_NOFILE), the files read on every
+    /// collection should have them (an open + close there costs on every collection, for a
+    /// rare file only on the collections that read it). Rare files stop keeping descriptors
+    /// once another file was refused one, and keep them again once all of them fit.
+    pub(crate) fn balance(&self) {
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        let keep = if refused > 0 {
+            false
+        } else {
+            self.keeps_rare() || self.in_use() + self.rare_files.load(Ordering::Relaxed) <= self.limit
+        };
+        self.keep_rare.store(keep, Ordering::Relaxed);
+    }
+
+    fn keeps_rare(&self) -> bool {
+        self.keep_rare.load(Ordering::Relaxed)
     }
 
     /// The budget this process can afford: raises the soft RLIMIT_NOFILE to the hard limit
     /// (the default soft limit of 1024 is far below one descriptor per guest file at a
-    /// thousand guests) and keeps an eighth of it, at least 256, for everything else.
+    /// thousand guests) and keeps an eighth of it, at least 256, for everything else. A hard
+    /// limit below [`WANTED_NOFILE`] is raised to it first where the process may
+    /// (CAP_SYS_RESOURCE, as the root service has): at a thousand guests some 20,000
+    /// descriptors are kept, and every file beyond the budget costs an open and a close on
+    /// each collection instead of one pread.
     pub(crate) fn from_rlimit() -> Self {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -47,6 +79,17 @@ impl FdBudget {
         let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
         if !ok {
             return FdBudget::new(512);
+        }
+        if limit.rlim_max < WANTED_NOFILE {
+            let raised = libc::rlimit {
+                rlim_cur: WANTED_NOFILE,
+                rlim_max: WANTED_NOFILE,
+            };
+            // SAFETY: setrlimit reads the struct. Without CAP_SYS_RESOURCE it fails with
+            // EPERM and changes nothing; the hard limit we have is used below.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
         }
         if limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit {
@@ -90,6 +133,10 @@ impl FdBudget {
     }
 }
 
+/// The RLIMIT_NOFILE a privileged process raises itself to when its hard limit is lower
+/// (systemd's default hard limit is 524288; containers and older init systems give less).
+const WANTED_NOFILE: libc::rlim_t = 65536;
+
 #[derive(Debug)]
 enum State {
     /// Not opened yet (or closed after the cgroup went away).
@@ -111,12 +158,17 @@ pub(crate) struct KeptFile {
     path: PathBuf,
     state: State,
     budget: FdBudget,
+    /// Read only now and then (limits): yields its descriptor when the budget is short.
+    rare: bool,
 }
 
 impl Drop for KeptFile {
     fn drop(&mut self) {
         if matches!(self.state, State::Open(_)) {
             self.budget.give_back();
+        }
+        if self.rare {
+            self.budget.rare_files.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -164,7 +216,31 @@ impl KeptFile {
             path,
             state: State::Closed,
             budget: budget.clone(),
+            rare: false,
         }
+    }
+
+    /// A file read only on some collections (see [`FdBudget::balance`]).
+    pub(crate) fn rare(path: PathBuf, budget: &FdBudget) -> Self {
+        let mut file = KeptFile::new(path, budget);
+        file.rare = true;
+        budget.rare_files.fetch_add(1, Ordering::Relaxed);
+        file
+    }
+
+    fn may_keep(&self) -> bool {
+        !self.rare || self.budget.keeps_rare()
+    }
+
+    fn take_descriptor(&self) -> bool {
+        if !self.may_keep() {
+            return false;
+        }
+        let taken = self.budget.take();
+        if !taken && !self.rare {
+            self.budget.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -180,6 +256,11 @@ impl KeptFile {
         self.state = State::Closed;
     }
 
+    /// Whether a descriptor is kept open now.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
     /// Whether the last read found the file missing for the first time (not a skipped retry).
     pub(crate) fn newly_absent(&self) -> bool {
         matches!(self.state, State::Absent { skipped: 0 })
@@ -191,7 +272,12 @@ impl KeptFile {
     pub(crate) fn read(&mut self, buf: &mut Vec<u8>) -> Result<bool, CollectError> {
         match &mut self.state {
             State::Open(file) => match pread_all(file, buf) {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    if !self.may_keep() {
+                        self.reset();
+                    }
+                    return Ok(true);
+                }
                 Err(e) => {
                     let error = CollectError::io(&self.path, e);
                     self.reset();
@@ -211,7 +297,7 @@ impl KeptFile {
                     self.state = State::Closed;
                     return Err(CollectError::io(&self.path, e));
                 }
-                if self.budget.take() {
+                if self.take_descriptor() {
                     self.state = State::Open(file);
                 } else {
                     self.state = State::Closed;
@@ -286,6 +372,33 @@ mod tests {
         assert!(f.read_required(&mut buf).is_ok());
         let mut missing = KeptFile::new(dir.path().join("cpu.stat"), &budget);
         assert!(missing.read_required(&mut buf).unwrap_err().is_vanished());
+    }
+
+    #[test]
+    fn rare_files_give_their_descriptors_back_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.max");
+        std::fs::write(&path, "max\n").unwrap();
+        let budget = FdBudget::new(10);
+        let mut f = KeptFile::rare(path, &budget);
+        let mut buf = Vec::new();
+        assert!(f.read(&mut buf).unwrap());
+        assert_eq!(budget.in_use(), 1);
+        // Another file is refused a descriptor: the rare one gives its own back.
+        let other = dir.path().join("cpu.stat");
+        std::fs::write(&other, "usage_usec 1\n").unwrap();
+        let full = FdBudget {
+            limit: 1,
+            ..budget.clone()
+        };
+        let mut g = KeptFile::new(other, &full);
+        assert!(g.read(&mut buf).unwrap());
+        budget.balance();
+        assert!(f.read(&mut buf).unwrap());
+        assert_eq!(buf, b"max\n");
+        assert_eq!(budget.in_use(), 0);
+        assert!(f.read(&mut buf).unwrap());
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]
