@@ -26,8 +26,15 @@
 //! Every process this command starts is killed when it ends, also on error (a guard's `Drop`)
 //! and if the command itself dies (`PR_SET_PDEATHSIG`).
 //!
-//! The second scenario of issue 7 (host mode over a synthetic Proxmox host of 1000 guests) is
-//! not here yet: it needs the synthetic-host generator of the `proxmox` branch.
+//! `--scenario proxmox` (or `--guests N`, default 1000) runs the second scenario of issue 7
+//! instead: this exporter alone in Proxmox host mode (PLATFORM=proxmox, EBPF=off, every default
+//! collector) over a synthetic host of N guests, written by `synthetic-host` (benches/src/bin)
+//! into target/compare/synthetic-N, with PROC_PATH, SYS_PATH, CGROUP_PATH and PVE_PATH pointing
+//! into it. It reports the CPU of `--collections` (`POST /collect`, `GET /metrics`) pairs per
+//! pair and per guest, scrape latency and CPU, bytes and series per scrape, RSS after warm-up,
+//! idle CPU and start to first served /metrics. The tree lives on a regular filesystem, where a
+//! file read costs less than on cgroupfs (see docs/TOOLCHAIN.md); node_exporter has no
+//! counterpart of this mode and is not started.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -42,7 +49,8 @@ use anyhow::{Context, bail, ensure};
 use crate::{setup, workspace_root};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
-const USAGE: &str = "usage: cargo xtask compare [--scrapes N] [--collections N] [--idle-seconds N]";
+const USAGE: &str = "usage: cargo xtask compare [--scrapes N] [--collections N] [--idle-seconds N] \
+                     [--scenario node|proxmox] [--guests N]";
 
 /// What the command line may change; the defaults are the issue's.
 #[derive(Debug, Clone)]
@@ -55,6 +63,8 @@ struct Options {
     collections: usize,
     /// Length of the idle window.
     idle_seconds: u64,
+    /// `Some(N)`: the Proxmox host-mode scenario over N synthetic guests.
+    guests: Option<usize>,
 }
 
 impl Default for Options {
@@ -64,6 +74,7 @@ impl Default for Options {
             warmup: 10,
             collections: 50,
             idle_seconds: 60,
+            guests: None,
         }
     }
 }
@@ -84,23 +95,32 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--scrapes" => options.scrapes = value("--scrapes")? as usize,
             "--collections" => options.collections = value("--collections")? as usize,
             "--idle-seconds" => options.idle_seconds = value("--idle-seconds")?,
-            "--guests" | "--scenario" => bail!(
-                "the Proxmox scenario needs the synthetic-host generator of branch `proxmox`, \
-                 which is not on main yet"
-            ),
+            "--guests" => options.guests = Some(value("--guests")? as usize),
+            "--scenario" => match args.next().map(String::as_str) {
+                Some("proxmox") => options.guests = Some(options.guests.unwrap_or(DEFAULT_GUESTS)),
+                Some("node") => options.guests = None,
+                other => bail!("--scenario {other:?}: expected node or proxmox; {USAGE}"),
+            },
             _ => bail!("unknown argument {flag:?}; {USAGE}"),
         }
     }
     Ok(options)
 }
 
-/// Runs the comparison and writes its table to target/compare.md.
+/// Guests of the Proxmox scenario when `--guests` does not say.
+const DEFAULT_GUESTS: usize = 1000;
+
+/// Runs the comparison and writes its table to target/compare.md (the Proxmox scenario to
+/// target/compare-proxmox.md).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let options = parse_options(args)?;
     let command = std::iter::once("cargo xtask compare".to_owned())
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
+    if let Some(guests) = options.guests {
+        return run_proxmox(&options, guests, command);
+    }
     setup::apt_install(&["prometheus-node-exporter"])?;
     crate::run("cargo", &["build", "--release", "-p", "metrics-exporter"], &[])?;
     let root = workspace_root();
@@ -160,6 +180,173 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("{text}");
     let path = root.join("target/compare.md");
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("written to {}", path.display());
+    Ok(())
+}
+
+/// The Proxmox host-mode scenario: see the module documentation.
+fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Result<()> {
+    crate::run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "metrics-exporter",
+            "-p",
+            "benches",
+            "--bin",
+            "metrics-exporter",
+            "--bin",
+            "synthetic-host",
+        ],
+        &[],
+    )?;
+    let root = workspace_root();
+    let ours_binary = root.join("target/release/metrics-exporter");
+    let logs = root.join("target/compare");
+    let tree = logs.join(format!("synthetic-{guests}"));
+    // A fresh tree each run: a tree left by an older generator would measure something else.
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    eprintln!(
+        "writing a synthetic Proxmox host of {guests} guests to {}",
+        tree.display()
+    );
+    let written = Command::new(root.join("target/release/synthetic-host"))
+        .arg(&tree)
+        .arg(guests.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run synthetic-host")?;
+    ensure!(
+        written.status.success(),
+        "synthetic-host failed with {}",
+        written.status
+    );
+    // It prints the path variables that point into the tree, `NAME=value` per line.
+    let paths: Vec<(String, String)> = String::from_utf8(written.stdout)
+        .context("synthetic-host printed non-UTF-8")?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    ensure!(
+        paths.iter().any(|(k, _)| k == "CGROUP_PATH"),
+        "synthetic-host printed no CGROUP_PATH"
+    );
+    let tick = clock_tick()?;
+    let load = load_average();
+
+    let port = free_port()?;
+    let mut ours_command = Command::new(&ours_binary);
+    ours_command
+        .env_clear()
+        .env("PLATFORM", "proxmox")
+        .env("EBPF", "off")
+        .env("COLLECTION_INTERVAL", "30")
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("METRICS_PORT", port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .envs(paths.iter().map(|(k, v)| (k, v)));
+    let (ours, start) = Exporter::start("metrics-exporter", ours_command, port, &logs)?;
+
+    eprintln!("measuring {} scrapes", options.scrapes);
+    let scrapes = measure_scrapes(&ours, options)?;
+    eprintln!("measuring {} collections + scrapes", options.collections);
+    let pairs = measure_collect_and_scrape(&ours, options.collections)?;
+    let rss_after = rss_bytes(ours.pid())?;
+    eprintln!("measuring idle CPU over {} s (no requests)", options.idle_seconds);
+    let idle_before = read_cpu(ours.pid())?;
+    std::thread::sleep(Duration::from_secs(options.idle_seconds));
+    let idle = cpu_delta(&idle_before, &read_cpu(ours.pid())?, tick);
+    let version = version_of(&ours_binary);
+    drop(ours);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let n = options.scrapes as f64;
+    let k = options.collections as f64;
+    let per_guest = |seconds: f64| seconds * 1e6 / (k * guests as f64);
+    let idle_s = options.idle_seconds as f64;
+    let tick_ms = ms(tick);
+    let rows: Vec<(String, String)> = vec![
+        (
+            format!(
+                "collection + scrape CPU per guest, utime+stime (µs; ±{} µs)",
+                sig3(tick_ms * 1e3 / (k * guests as f64))
+            ),
+            sig3(per_guest(pairs.seconds)),
+        ),
+        (
+            "collection + scrape CPU per guest, Σ thread schedstat (µs)".into(),
+            sig3(per_guest(pairs.sched_seconds)),
+        ),
+        (
+            "collection + scrape CPU, Σ thread schedstat (ms)".into(),
+            sig3(pairs.sched_seconds * 1e3 / k),
+        ),
+        (
+            "scrape latency p50 (ms)".into(),
+            sig3(ms(percentile(&scrapes.latencies, 50.0))),
+        ),
+        (
+            "scrape latency p99 (ms)".into(),
+            sig3(ms(percentile(&scrapes.latencies, 99.0))),
+        ),
+        (
+            "CPU per scrape, Σ thread schedstat (ms)".into(),
+            sig3(scrapes.cpu.sched_seconds * 1e3 / n),
+        ),
+        ("bytes per scrape".into(), scrapes.bytes.to_string()),
+        ("series per scrape".into(), scrapes.series.to_string()),
+        ("RSS after warm-up (MiB)".into(), sig3(scrapes.rss as f64 / 1048576.0)),
+        (
+            "RSS after the collections (MiB)".into(),
+            sig3(rss_after as f64 / 1048576.0),
+        ),
+        (
+            format!(
+                "idle CPU over {} s, Σ thread schedstat (% of one core)",
+                options.idle_seconds
+            ),
+            sig3(idle.sched_seconds / idle_s * 100.0),
+        ),
+        ("start to first served /metrics (ms)".into(), sig3(ms(start))),
+    ];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## metrics-exporter in Proxmox host mode, {guests} synthetic guests\n"
+    );
+    let _ = writeln!(out, "Command: `{command}`\n");
+    let _ = writeln!(out, "Machine: {}\n", machine());
+    let _ = writeln!(out, "Load average (1, 5, 15 min) at the start: {load}\n");
+    let _ = writeln!(
+        out,
+        "Version: {version} (PLATFORM=proxmox, EBPF=off, COLLECTION_INTERVAL=30, default collectors)\n"
+    );
+    let _ = writeln!(out, "| metric | metrics-exporter |");
+    let _ = writeln!(out, "|---|---:|");
+    for (name, value) in rows {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    let _ = writeln!(
+        out,
+        "\nThe tree ({tree}) is on a regular filesystem: reads there cost less than on cgroupfs. \
+         Collection CPU is that of {k} `POST /collect` + `GET /metrics` pairs divided by {k}·{guests}; \
+         it includes the node-level collectors, which read the tree's mostly empty /proc. \
+         {scrapes} sequential plain-text scrapes after {warmup} warm-up scrapes. Idle: no requests for {idle} s.",
+        tree = tree.display(),
+        k = options.collections,
+        scrapes = options.scrapes,
+        warmup = options.warmup,
+        idle = options.idle_seconds,
+    );
+    println!("{out}");
+    let path = root.join("target/compare-proxmox.md");
+    std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("written to {}", path.display());
     Ok(())
 }
