@@ -4,6 +4,7 @@
 //! foreign guests.
 
 mod common;
+mod proxmox_expected;
 
 use std::process::Command;
 
@@ -20,39 +21,7 @@ fn fixture_output() -> Vec<Series> {
     parse_exposition(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// expected.json key -> metric name, for the plain per-guest quantities.
-const QUANTITIES: &[(&str, &str)] = &[
-    ("cpu_seconds", "container_cpu_usage_seconds_total"),
-    ("cpu_user_seconds", "container_cpu_user_seconds_total"),
-    ("cpu_system_seconds", "container_cpu_system_seconds_total"),
-    ("throttled_seconds", "container_cpu_cfs_throttled_seconds_total"),
-    ("throttled_periods", "container_cpu_cfs_throttled_periods_total"),
-    ("cpu_periods", "container_cpu_cfs_periods_total"),
-    ("cpu_limit_cores", "container_spec_cpu_limit_cores"),
-    ("memory_usage_bytes", "container_memory_usage_bytes"),
-    ("memory_pve_bytes", "container_memory_pve_used_bytes"),
-    ("memory_working_set_bytes", "container_memory_working_set_bytes"),
-    ("memory_limit_bytes", "container_spec_memory_limit_bytes"),
-    ("memory_high_bytes", "container_spec_memory_soft_limit_bytes"),
-    ("swap_bytes", "container_memory_swap"),
-    ("swap_limit_bytes", "container_spec_memory_swap_limit_bytes"),
-    ("pids", "container_threads"),
-    ("pids_limit", "container_threads_max"),
-    ("processes", "container_processes"),
-    ("oom_kills", "container_oom_kills_total"),
-    ("psi_cpu_some_seconds", "container_pressure_cpu_waiting_seconds_total"),
-    ("psi_cpu_full_seconds", "container_pressure_cpu_stalled_seconds_total"),
-    (
-        "psi_memory_some_seconds",
-        "container_pressure_memory_waiting_seconds_total",
-    ),
-    (
-        "psi_memory_full_seconds",
-        "container_pressure_memory_stalled_seconds_total",
-    ),
-    ("psi_io_some_seconds", "container_pressure_io_waiting_seconds_total"),
-    ("psi_io_full_seconds", "container_pressure_io_stalled_seconds_total"),
-];
+use proxmox_expected::SCALARS as QUANTITIES;
 
 #[test]
 fn every_expected_guest_value_through_the_binary() {

@@ -12,6 +12,8 @@ use metrics_exporter::collectors::{Collector, Environment};
 use metrics_exporter::model::{Snapshot, SnapshotBuilder, Value};
 use serde_json::Value as Json;
 
+mod proxmox_expected;
+
 fn fixture_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-host")
 }
@@ -69,39 +71,7 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
 
-/// expected.json key -> metric name (per-guest scalars).
-const SCALARS: &[(&str, &str)] = &[
-    ("cpu_seconds", "container_cpu_usage_seconds_total"),
-    ("cpu_user_seconds", "container_cpu_user_seconds_total"),
-    ("cpu_system_seconds", "container_cpu_system_seconds_total"),
-    ("throttled_seconds", "container_cpu_cfs_throttled_seconds_total"),
-    ("throttled_periods", "container_cpu_cfs_throttled_periods_total"),
-    ("cpu_periods", "container_cpu_cfs_periods_total"),
-    ("cpu_limit_cores", "container_spec_cpu_limit_cores"),
-    ("memory_usage_bytes", "container_memory_usage_bytes"),
-    ("memory_pve_bytes", "container_memory_pve_used_bytes"),
-    ("memory_working_set_bytes", "container_memory_working_set_bytes"),
-    ("memory_limit_bytes", "container_spec_memory_limit_bytes"),
-    ("memory_high_bytes", "container_spec_memory_soft_limit_bytes"),
-    ("swap_bytes", "container_memory_swap"),
-    ("swap_limit_bytes", "container_spec_memory_swap_limit_bytes"),
-    ("pids", "container_threads"),
-    ("pids_limit", "container_threads_max"),
-    ("processes", "container_processes"),
-    ("oom_kills", "container_oom_kills_total"),
-    ("psi_cpu_some_seconds", "container_pressure_cpu_waiting_seconds_total"),
-    ("psi_cpu_full_seconds", "container_pressure_cpu_stalled_seconds_total"),
-    (
-        "psi_memory_some_seconds",
-        "container_pressure_memory_waiting_seconds_total",
-    ),
-    (
-        "psi_memory_full_seconds",
-        "container_pressure_memory_stalled_seconds_total",
-    ),
-    ("psi_io_some_seconds", "container_pressure_io_waiting_seconds_total"),
-    ("psi_io_full_seconds", "container_pressure_io_stalled_seconds_total"),
-];
+use proxmox_expected::SCALARS;
 
 const NET: &[(&str, &str)] = &[
     ("rx_bytes", "container_network_receive_bytes_total"),
