@@ -12,6 +12,8 @@
 //! `privileged_child` re-executes this test binary (under `unshare -U -r` or `setpriv`) and
 //! reports what loading did; it is `#[ignore]`d so that it runs only when asked for.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -307,19 +309,7 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
 /// (rx_bytes, rx_packets, tx_bytes, tx_packets) of an interface from /proc/net/dev as seen
 /// inside namespace `ns`.
 fn dev_counters(ns: &str, dev: &str) -> (u64, u64, u64, u64) {
-    let text = in_ns(ns, &["cat", "/proc/net/dev"]);
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
-        .unwrap();
-    let f: Vec<u64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    (f[0], f[1], f[8], f[9])
+    common::interface_counters(&in_ns(ns, &["cat", "/proc/net/dev"]), dev)
 }
 
 /// UDP echo over a `veth<vmid>i0` pair: the guest's socket packets counted by cgroup_skb are

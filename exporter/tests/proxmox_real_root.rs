@@ -227,19 +227,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 /// (rx_bytes, rx_packets, tx_bytes, tx_packets) of `dev` in the calling thread's namespace.
 fn thread_netdev(dev: &str) -> (u64, u64, u64, u64) {
-    let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
-        .unwrap();
-    let f: Vec<u64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    (f[0], f[1], f[8], f[9])
+    common::interface_counters(&std::fs::read_to_string("/proc/thread-self/net/dev").unwrap(), dev)
 }
 
 #[test]

@@ -319,3 +319,20 @@ pub fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f
 pub fn names(series: &[Series]) -> std::collections::BTreeSet<String> {
     series.iter().map(|s| s.0.clone()).collect()
 }
+
+/// (rx_bytes, rx_packets, tx_bytes, tx_packets) of `dev` in a `/proc/net/dev` text. Written
+/// independently of the exporter's parser, because tests use it as ground truth.
+pub fn interface_counters(net_dev: &str, dev: &str) -> (u64, u64, u64, u64) {
+    let line = net_dev
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
+        .unwrap_or_else(|| panic!("{dev} not in /proc/net/dev"));
+    let f: Vec<u64> = line
+        .split_once(':')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0], f[1], f[8], f[9])
+}
