@@ -148,7 +148,7 @@ fn metrics<B>(request: &Request<B>, latest: Option<Arc<Published>>) -> Response<
     let openmetrics = wants(request.headers().get(header::ACCEPT), "application/openmetrics-text");
     let gzip = wants(request.headers().get(header::ACCEPT_ENCODING), "gzip");
     let (content_type, body) = match (openmetrics, gzip) {
-        (false, false) => (TEXT_CONTENT_TYPE, published.text.clone()),
+        (false, false) => (TEXT_CONTENT_TYPE, published.text().clone()),
         (false, true) => (TEXT_CONTENT_TYPE, published.text_gzip().clone()),
         (true, false) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics().clone()),
         (true, true) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics_gzip().clone()),
@@ -330,6 +330,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
             },
             _ = crate::service::stopped(&mut shutdown) => break,
         };
+        // A response is written as head + body in a few large writes; with Nagle the last
+        // partial segment of a body waits for the client's ACK of the previous ones.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             let app = Arc::clone(&app);
