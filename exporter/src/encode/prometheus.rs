@@ -25,7 +25,7 @@ pub fn encode_text(snapshot: &Arc<Snapshot>) -> String {
     let mut out = String::with_capacity(capacity_for(snapshot));
     let registry = registry_for(snapshot);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
-    fit(out)
+    out
 }
 
 /// Encodes as OpenMetrics text (ends with `# EOF`).
@@ -33,43 +33,16 @@ pub fn encode_openmetrics(snapshot: &Arc<Snapshot>) -> String {
     let mut out = String::with_capacity(capacity_for(snapshot));
     let registry = registry_for(snapshot);
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
-    fit(out)
-}
-
-/// An upper estimate of the encoded size, so the output grows at most once: the name and the
-/// label names and values of every series, plus room for the value and punctuation, plus each
-/// family's HELP and TYPE lines. Too small would double the buffer (and the published `Bytes`
-/// would keep the doubled allocation); too large is given back by [`fit`].
-fn capacity_for(snapshot: &Snapshot) -> usize {
-    let identity: usize = snapshot
-        .identity
-        .labels()
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 4)
-        .sum();
-    let mut total = 64;
-    for family in &snapshot.families {
-        let desc = family.desc;
-        total += 2 * desc.name.len() + desc.help.len() + 32;
-        let names: usize = desc.labels.iter().map(|n| n.len() + 4).sum();
-        let fixed = desc.name.len() + names + if desc.scope == Scope::Node { identity } else { 0 } + 32;
-        for sample in &family.samples {
-            // Values are escaped at most to twice their length; a number takes at most 24 bytes.
-            let values: usize = sample.labels.iter().map(|v| v.len()).sum();
-            total += fixed + values + values / 8;
-            if let Value::Histogram(h) = &sample.value {
-                total += (h.buckets.len() + 3) * (fixed + values + 48);
-            }
-        }
-    }
-    total
-}
-
-/// Returns the slack of the estimate: a large buffer is its own mapping, so this is a cheap
-/// `mremap` (or an in-place shrink), not a copy.
-fn fit(mut out: String) -> String {
-    out.shrink_to_fit();
     out
+}
+
+/// Room for the encoded text, so the output does not double: 1000 Proxmox guests encode to
+/// 96.7 bytes per series, just above the old estimate of 96, which doubled the buffer (and the
+/// published `Bytes` kept the doubled allocation). A flat estimate, because walking every
+/// label value to size it exactly, or `shrink_to_fit` afterwards (a copy), each measured
+/// +10-30% in the encode bench; untouched capacity of a large buffer is never faulted in.
+fn capacity_for(snapshot: &Snapshot) -> usize {
+    snapshot.series_count() * 128 + 4096
 }
 
 fn registry_for(snapshot: &Arc<Snapshot>) -> Registry {
