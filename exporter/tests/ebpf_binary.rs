@@ -18,19 +18,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cgroup2_mount() -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mounts = metrics_exporter::parse::mountinfo::parse(&text).unwrap();
-    PathBuf::from(
-        &mounts
-            .iter()
-            .rev()
-            .find(|m| m.fs_type == "cgroup2")
-            .expect("a cgroup2 mount")
-            .mount_point,
-    )
-}
-
 /// A guest cgroup `lxc/<vmid>/ns` under a subtree of our own, with one shell in it that waits
 /// on a FIFO and then forks `/bin/true` `forks` times. Removed (processes killed) on drop.
 struct Guest {

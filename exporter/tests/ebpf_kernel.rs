@@ -33,35 +33,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// True when the test may run. Without root, or in a build without eBPF (AYA_BUILD_SKIP=1):
 /// fails under CI, otherwise says why loudly.
 fn privileged(test: &str) -> bool {
-    if metrics_exporter::ebpf::NOT_BUILT {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: CI=true but built with AYA_BUILD_SKIP=1"
-        );
-        eprintln!("{test}: NOT RUN: this build has no eBPF programs (AYA_BUILD_SKIP=1)");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI=true but not running as root"
-    );
-    eprintln!("{test}: NOT RUN: needs root (CI runs it as root)");
-    false
-}
-
-fn cgroup2_mount() -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for line in text.lines() {
-        let (left, right) = line.split_once(" - ").unwrap();
-        if right.split(' ').next() == Some("cgroup2") {
-            return PathBuf::from(left.split(' ').nth(4).unwrap());
-        }
-    }
-    panic!("no cgroup2 mount in /proc/self/mountinfo");
+    common::require(
+        &format!("{test}: a build with eBPF programs (not AYA_BUILD_SKIP=1)"),
+        !metrics_exporter::ebpf::NOT_BUILT,
+    ) && common::require(&format!("{test}: root"), common::is_root())
 }
 
 /// A cgroup subtree this test created; on drop kills the processes inside it (all started by
@@ -72,7 +47,7 @@ struct TestCgroup {
 
 impl TestCgroup {
     fn new(name: &str) -> TestCgroup {
-        let root = cgroup2_mount().join(format!("mex-test-{}-{name}", std::process::id()));
+        let root = common::cgroup2_mount().join(format!("mex-test-{}-{name}", std::process::id()));
         std::fs::create_dir(&root).unwrap();
         TestCgroup { root }
     }
@@ -195,7 +170,7 @@ fn cpu_time_matches_cpu_stat_pinned_and_migrating() {
     }
     let _serial = serial();
     let cg = TestCgroup::new("cpu");
-    let mut rt = load(&cgroup2_mount());
+    let mut rt = load(&common::cgroup2_mount());
     let cases = [
         ("pinned burner", "taskset -c 0 timeout 2 sh -c 'while :; do :; done'"),
         (
@@ -246,7 +221,7 @@ fn task_lifecycle_counts_are_exact() {
     }
     let _serial = serial();
     let cg = TestCgroup::new("tasks");
-    let mut rt = load(&cgroup2_mount());
+    let mut rt = load(&common::cgroup2_mount());
     let guest = cg.guest("g");
     let slot = rt.assign("g", &guest).unwrap();
     let n = 37;
@@ -374,7 +349,7 @@ fn socket_traffic_matches_the_veth_counters() {
         in_ns(n, &["ip", "link", "set", dev, "up"]);
         in_ns(n, &["ip", "link", "set", "lo", "up"]);
     }
-    let mut rt = load(&cgroup2_mount());
+    let mut rt = load(&common::cgroup2_mount());
     let guest = cg.guest("g");
     let slot = rt.assign("g", &guest).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -457,7 +432,7 @@ fn runqueue_latency_shows_contention() {
     }
     let _serial = serial();
     let cg = TestCgroup::new("runq");
-    let mut rt = load(&cgroup2_mount());
+    let mut rt = load(&common::cgroup2_mount());
     let busy = cg.guest("busy");
     let idle = cg.guest("idle");
     let busy_slot = rt.assign("busy", &busy).unwrap();
@@ -532,7 +507,7 @@ fn released_slots_start_from_zero() {
     }
     let _serial = serial();
     let cg = TestCgroup::new("churn");
-    let mut rt = load(&cgroup2_mount());
+    let mut rt = load(&common::cgroup2_mount());
     let first = cg.guest("first");
     let slot = rt.assign("first", &first).unwrap();
     assert!(
@@ -605,7 +580,7 @@ fn child(wrapper: &[&str], guest: Option<&Path>) -> String {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("MEX_CHILD_CGROUP_MOUNT", cgroup2_mount());
+        .env("MEX_CHILD_CGROUP_MOUNT", common::cgroup2_mount());
     if let Some(g) = guest {
         cmd.env("MEX_CHILD_GUEST", g);
     }

@@ -60,7 +60,6 @@ fn real_cgroup_collection_cost() {
         return;
     }
     use metrics_exporter::collectors::Environment;
-    use metrics_exporter::collectors::proxmox::layout;
     use metrics_exporter::platform::{self, Platform};
     use std::path::{Path, PathBuf};
 
@@ -68,18 +67,7 @@ fn real_cgroup_collection_cost() {
     let mounts = platform::read_mounts(&proc_path).unwrap();
     let cgroup2 = platform::cgroup2_mount(&mounts, &proc_path).expect("cgroup2 mount");
     let name = format!("metrics-exporter-cost-{}", std::process::id());
-    let v2_controllers = std::fs::read_to_string(cgroup2.join("cgroup.controllers")).unwrap_or_default();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let v1: Vec<PathBuf> = layout::v1_mounts(&mountinfo)
-        .into_iter()
-        .filter(|m| m.root == "/" && m.controllers.iter().any(|c| c == "memory" || c == "pids"))
-        .filter(|m| {
-            !m.controllers
-                .iter()
-                .any(|c| v2_controllers.split_whitespace().any(|x| x == c))
-        })
-        .map(|m| PathBuf::from(&m.mount_point).join(&name))
-        .collect();
+    let v1: Vec<PathBuf> = common::v1_counterparts(&cgroup2, &name);
     let base = cgroup2.join(&name);
 
     struct Cleanup(Vec<PathBuf>, Vec<std::process::Child>);

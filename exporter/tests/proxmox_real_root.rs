@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use metrics_exporter::collectors::proxmox::{self, layout};
+use metrics_exporter::collectors::proxmox;
 use metrics_exporter::collectors::{Collector, Environment};
 use metrics_exporter::model::{Snapshot, SnapshotBuilder, Value};
 use metrics_exporter::platform::{self, Platform};
@@ -250,18 +250,7 @@ fn guests_on_the_real_kernel_root() {
     let base = cgroup2.join(&name);
 
     // Which controllers this machine has in cgroup2, and the v1 hierarchies for the rest.
-    let v2_controllers = std::fs::read_to_string(cgroup2.join("cgroup.controllers")).unwrap_or_default();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let v1: Vec<PathBuf> = layout::v1_mounts(&mountinfo)
-        .into_iter()
-        .filter(|m| m.root == "/" && m.controllers.iter().any(|c| c == "memory" || c == "pids"))
-        .filter(|m| {
-            !m.controllers
-                .iter()
-                .any(|c| v2_controllers.split_whitespace().any(|x| x == c))
-        })
-        .map(|m| PathBuf::from(&m.mount_point).join(&name))
-        .collect();
+    let v1: Vec<PathBuf> = common::v1_counterparts(&cgroup2, &name);
 
     let lxc_vmid = 7_000_000 + pid % 1_000_000;
     let vm_vmid = lxc_vmid + 1;

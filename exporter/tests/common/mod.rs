@@ -336,3 +336,35 @@ pub fn interface_counters(net_dev: &str, dev: &str) -> (u64, u64, u64, u64) {
         .collect();
     (f[0], f[1], f[8], f[9])
 }
+
+/// The cgroup2 mount point of this machine (found in /proc/self/mountinfo, never assumed).
+pub fn cgroup2_mount() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts = metrics_exporter::parse::mountinfo::parse(&text).unwrap();
+    PathBuf::from(
+        &mounts
+            .iter()
+            .rev()
+            .find(|m| m.fs_type == "cgroup2")
+            .expect("a cgroup2 mount")
+            .mount_point,
+    )
+}
+
+/// On a hybrid machine, the cgroup v1 directories (memory, pids) that mirror a test cgroup
+/// `name` at the root of each v1 hierarchy whose controller cgroup2 lacks.
+pub fn v1_counterparts(cgroup2: &std::path::Path, name: &str) -> Vec<PathBuf> {
+    use metrics_exporter::collectors::proxmox::layout;
+    let v2_controllers = std::fs::read_to_string(cgroup2.join("cgroup.controllers")).unwrap_or_default();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    layout::v1_mounts(&mountinfo)
+        .into_iter()
+        .filter(|m| m.root == "/" && m.controllers.iter().any(|c| c == "memory" || c == "pids"))
+        .filter(|m| {
+            !m.controllers
+                .iter()
+                .any(|c| v2_controllers.split_whitespace().any(|x| x == c))
+        })
+        .map(|m| PathBuf::from(&m.mount_point).join(name))
+        .collect()
+}
