@@ -574,3 +574,49 @@ fn synthetic_host_at_scale() {
         }
     }
 }
+
+/// The subtree of a guest is listed again when `cgroup.stat` says its shape changed, and only
+/// then: an inner cgroup whose controllers are disabled can hold processes, and a 6.11+ kernel
+/// shows that in `nr_subsys_*` (the synthetic tree prints those lines).
+#[test]
+fn a_subtree_is_walked_again_when_cgroup_stat_changes_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = synthetic::generate(dir.path(), &synthetic::Spec::new(1)).unwrap();
+    let env = host.environment();
+    let guest = &host.guests[0];
+    assert_eq!(guest.kind.as_str(), "lxc");
+    let id = guest.vmid.to_string();
+    let cgroup = env.cgroup_path.clone().unwrap().join(format!("lxc/{id}"));
+    let processes = |snap: &Snapshot| one(snap, "container_processes", &[("container_id", id.as_str())]);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    let before = processes(&snap);
+    assert!(before > 0.0);
+
+    // system.slice loses its controllers and gets a process of its own.
+    let slice = cgroup.join("ns/system.slice");
+    std::fs::write(slice.join("cgroup.subtree_control"), "").unwrap();
+    std::fs::write(slice.join("cgroup.procs"), "4242424\n").unwrap();
+    // cgroup.stat unchanged: the cgroups listed at the last walk are read, nothing else.
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(processes(&snap), before);
+    // The kernel counts the controller states that went away below system.slice (its three
+    // units lost theirs).
+    let stat = std::fs::read_to_string(cgroup.join("cgroup.stat")).unwrap();
+    let changed: String = stat
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some((key, value)) if key.starts_with("nr_subsys_") && key != "nr_subsys_cpu" => {
+                format!("{key} {}\n", value.parse::<u64>().unwrap() - 3)
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(changed, stat);
+    std::fs::write(cgroup.join("cgroup.stat"), changed).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(processes(&snap), before + 1.0);
+}

@@ -11,6 +11,7 @@
 //! | `io.stat` (nested keyed, one line per device) | [`parse_io_stat`] |
 //! | `cpu.pressure`, `memory.pressure`, `io.pressure` | [`parse_pressure`] (re-exported) |
 //! | `cgroup.procs` (one PID per line) | [`parse_pids`] |
+//! | `cgroup.stat`, as a description of the subtree's shape | [`parse_subtree_shape`] |
 //!
 //! Missing is not zero: keys the kernel may or may not print are `Option`.
 
@@ -88,6 +89,56 @@ pub fn flat_keyed_values<const K: usize>(text: &str, keys: &[&str; K]) -> Result
         }
     }
     Ok(out)
+}
+
+/// What `cgroup.stat` says about the shape of the subtree below a cgroup: enough to tell,
+/// without listing a directory, whether the set of cgroups that can hold processes changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubtreeShape {
+    /// `nr_descendants`: live cgroups below this one.
+    pub descendants: u64,
+    /// A hash of the `nr_subsys_<controller>` lines (6.11+: live controller states at and
+    /// below this cgroup); 0 when the kernel prints none.
+    pub controllers: u64,
+    /// Whether the kernel prints `nr_subsys_*` lines. With them, enabling or disabling a
+    /// controller anywhere in the subtree changes [`SubtreeShape::controllers`]; without them
+    /// only a change of `nr_descendants` is visible.
+    pub counts_controllers: bool,
+}
+
+/// Parses `cgroup.stat` into a [`SubtreeShape`]. `nr_dying_*` lines are left out: they change
+/// while removed cgroups are freed, after the change that matters was already seen in
+/// `nr_descendants`. Lines are checked as by [`parse_flat_keyed`].
+pub fn parse_subtree_shape(text: &str) -> Result<SubtreeShape, ParseError> {
+    let mut descendants = None;
+    let mut controllers = std::hash::DefaultHasher::new();
+    let mut counts_controllers = false;
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(key) = fields.next() else { continue };
+        let (Some(value), None) = (fields.next(), fields.next()) else {
+            return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
+        };
+        let value: u64 = value
+            .parse()
+            .map_err(|_| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
+        if key == "nr_descendants" {
+            descendants = Some(value);
+        } else if let Some(controller) = key.strip_prefix("nr_subsys_") {
+            counts_controllers = true;
+            std::hash::Hash::hash(&(controller, value), &mut controllers);
+        }
+    }
+    let descendants = descendants.ok_or_else(|| ParseError::new("missing key \"nr_descendants\""))?;
+    Ok(SubtreeShape {
+        descendants,
+        controllers: if counts_controllers {
+            std::hash::Hasher::finish(&controllers)
+        } else {
+            0
+        },
+        counts_controllers,
+    })
 }
 
 /// `cpu.stat`. The first three keys are always printed (the core `cpu.stat`); the others only
@@ -373,6 +424,34 @@ mod tests {
     use super::*;
 
     const HOST_CPU_STAT: &str = include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/cpu.stat");
+
+    #[test]
+    fn subtree_shape_sees_descendants_and_controller_changes() {
+        let before =
+            "nr_descendants 6\nnr_subsys_cpu 7\nnr_subsys_memory 7\nnr_dying_descendants 0\nnr_dying_subsys_cpu 0\n";
+        let shape = parse_subtree_shape(before).unwrap();
+        assert_eq!(shape.descendants, 6);
+        assert!(shape.counts_controllers);
+        // memory disabled below one inner cgroup: its children lose their memory state.
+        let disabled = before.replace("nr_subsys_memory 7", "nr_subsys_memory 4");
+        assert_ne!(parse_subtree_shape(&disabled).unwrap(), shape);
+        // cpu down and memory up by the same amount is still a change.
+        let swapped = before
+            .replace("nr_subsys_cpu 7", "nr_subsys_cpu 6")
+            .replace("nr_subsys_memory 7", "nr_subsys_memory 8");
+        assert_ne!(parse_subtree_shape(&swapped).unwrap(), shape);
+        // A cgroup being freed after its removal changes nothing that matters.
+        let dying = before.replace("nr_dying_descendants 0", "nr_dying_descendants 2");
+        assert_eq!(parse_subtree_shape(&dying).unwrap(), shape);
+        // Kernels before 6.11 print no nr_subsys_* lines.
+        let old = parse_subtree_shape("nr_descendants 3\nnr_dying_descendants 1\n").unwrap();
+        assert_eq!(
+            (old.descendants, old.controllers, old.counts_controllers),
+            (3, 0, false)
+        );
+        assert!(parse_subtree_shape("nr_dying_descendants 1\n").is_err());
+        assert!(parse_subtree_shape("nr_descendants 3\nnr_subsys_cpu\n").is_err());
+    }
 
     #[test]
     fn cpu_stat_by_key_with_core_sched_line() {

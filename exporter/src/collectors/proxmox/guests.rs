@@ -19,8 +19,8 @@
 //! labelled `container_id`, `host_name`, `type`.
 //!
 //! Cost: descriptors are kept open per guest and read with `pread` at offset 0 (see
-//! [`super::files`]); the subtree of a guest is walked again only when `cgroup.stat`
-//! `nr_descendants` changes or one of its cgroups disappears.
+//! [`super::files`]); the subtree of a guest is walked again only when the shape `cgroup.stat`
+//! describes (`nr_descendants`, `nr_subsys_*`) changes or one of its cgroups disappears.
 //!
 //! Missing is not zero: a stopped guest has its info series only; a file the layout or kernel
 //! lacks makes its metric absent; `max` limits are absent; a guest whose cgroup disappears while
@@ -81,9 +81,11 @@ struct Guest {
     cgroup_stat: KeptFile,
     /// `cgroup.procs` of the guest cgroup and every descendant, from the last walk.
     procs: Vec<KeptFile>,
-    /// `nr_descendants` at the last walk; `None` when cgroup.stat is not there (walk always).
-    walked_descendants: Option<u64>,
-    /// Collections until the subtree is walked again even if nothing says it changed.
+    /// The subtree's shape by `cgroup.stat` at the last walk; `None` when cgroup.stat is not
+    /// there (walk always).
+    walked_shape: Option<cgroup::SubtreeShape>,
+    /// Collections until the subtree is walked again even if nothing says it changed (only
+    /// on kernels whose cgroup.stat does not count controllers).
     walk_due: u32,
     /// Limit series of the last limit read, repeated until the next one.
     limits: Vec<(Id, f64)>,
@@ -100,9 +102,11 @@ struct Guest {
 /// cgroupfs directly). Each skipped read saves five preads per guest.
 const LIMITS_EVERY: u32 = 8;
 
-/// The subtree of a guest is walked again at least every this many collections, as a safety
-/// net for changes `nr_descendants` and vanished cgroups do not reveal (a cgroup whose
-/// controllers were disabled and that can hold processes now).
+/// On kernels before 6.11, whose `cgroup.stat` does not count controller states, the subtree
+/// of a guest is walked again at least every this many collections: a safety net for the one
+/// change `nr_descendants` and vanished cgroups do not reveal (an inner cgroup whose
+/// controllers were disabled, which can hold processes now). Newer kernels show that change
+/// in `nr_subsys_*`, and their subtrees are walked only when the shape changes.
 const WALK_EVERY: u32 = 16;
 
 impl Guest {
@@ -149,7 +153,7 @@ impl Guest {
             pids_max: pids_dir.as_ref().map(|d| KeptFile::rare(d.join("pids.max"), budget)),
             cgroup_stat: f("cgroup.stat"),
             procs: Vec::new(),
-            walked_descendants: None,
+            walked_shape: None,
             walk_due: 0,
             limits: Vec::new(),
             limits_due: 0,
@@ -201,7 +205,7 @@ impl Guest {
             file.reset();
         }
         self.procs.clear();
-        self.walked_descendants = None;
+        self.walked_shape = None;
         self.walk_due = 0;
         self.limits.clear();
         self.limits_due = 0;
@@ -1017,9 +1021,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
     Ok(())
 }
 
-/// Distinct PIDs in `cgroup.procs` of the guest's subtree. Walks the subtree again when
-/// `cgroup.stat` `nr_descendants` changed, when a kept cgroup vanished, or when there is no
-/// cgroup.stat to tell.
+/// Distinct PIDs in `cgroup.procs` of the guest's subtree. Walks the subtree again when the
+/// shape `cgroup.stat` describes changed (descendants, controller states), when a kept cgroup
+/// vanished, when there is no cgroup.stat to tell, and every [`WALK_EVERY`] collections where
+/// the kernel does not count controller states.
 fn count_processes(
     guest: &mut Guest,
     buf: &mut Vec<u8>,
@@ -1028,11 +1033,15 @@ fn count_processes(
     errors: &mut Vec<CollectError>,
 ) -> Result<Option<u64>, CollectError> {
     let mut absent = false;
-    let descendants = read_parsed(&mut guest.cgroup_stat, buf, errors, &mut absent, |t| {
-        cgroup::flat_keyed_values(t, &["nr_descendants"])
-    })?
-    .and_then(|[n]| n);
-    let mut must_walk = guest.walk_due == 0 || descendants.is_none() || descendants != guest.walked_descendants;
+    let shape = read_parsed(
+        &mut guest.cgroup_stat,
+        buf,
+        errors,
+        &mut absent,
+        cgroup::parse_subtree_shape,
+    )?;
+    let periodic = shape.is_none_or(|s| !s.counts_controllers) && guest.walk_due == 0;
+    let mut must_walk = periodic || shape.is_none() || shape != guest.walked_shape;
     guest.walk_due = guest.walk_due.saturating_sub(1);
     for attempt in 0..2 {
         if must_walk {
@@ -1051,7 +1060,7 @@ fn count_processes(
                     }
                 })
                 .collect();
-            guest.walked_descendants = descendants;
+            guest.walked_shape = shape;
             guest.walk_due = WALK_EVERY;
         }
         pids.clear();

@@ -268,7 +268,13 @@ fn cgroup_files(dir: &Path, g: &SyntheticGuest, i: u64, descendants: usize) -> i
     write(&dir.join("pids.max"), "max\n")?;
     write(
         &dir.join("cgroup.stat"),
-        format!("nr_descendants {descendants}\nnr_subsys_cpu 1\nnr_dying_descendants 0\n"),
+        // As a 6.11+ kernel prints it: every cgroup of the guest has the four controllers.
+        {
+            let states = descendants + 1;
+            format!(
+                "nr_descendants {descendants}\nnr_subsys_cpu {states}\nnr_subsys_io {states}\nnr_subsys_memory {states}\nnr_subsys_pids {states}\nnr_dying_descendants 0\n"
+            )
+        },
     )?;
     if g.kind == GuestType::Lxc {
         write(
