@@ -315,6 +315,25 @@ impl KeptFile {
         }
     }
 
+    /// Opens the file now without reading it, so that the next [`KeptFile::read`] is a pread
+    /// only: the opens of a guest seen for the first time can so be done ahead, on several
+    /// threads. A missing file is remembered as absent (the next read skips it, as after a
+    /// read that found it missing); any other failure is left for that read to report.
+    pub(crate) fn open_ahead(&mut self) {
+        if !matches!(self.state, State::Closed) || !self.may_keep() {
+            return;
+        }
+        match File::open(&self.path) {
+            Ok(file) => {
+                if self.take_descriptor() {
+                    self.state = State::Open(file);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.state = State::Absent { skipped: 0 },
+            Err(_) => {}
+        }
+    }
+
     /// Like [`KeptFile::read`] but a missing file is an error (the file must exist, e.g. a
     /// cgroup's `cpu.stat`): its absence means the cgroup is gone.
     pub(crate) fn read_required(&mut self, buf: &mut Vec<u8>) -> Result<(), CollectError> {
