@@ -530,7 +530,7 @@ impl GuestsCollector {
             },
         };
         let budget = FdBudget::from_rlimit();
-        GuestsCollector {
+        let collector = GuestsCollector {
             cgroup_path: env.cgroup_path.clone(),
             pve_path: env.pve_path.clone(),
             proc_path: env.proc_path.clone(),
@@ -550,7 +550,12 @@ impl GuestsCollector {
             net_names: String::new(),
             io_rows: Vec::new(),
             ebpf: None,
-        }
+        };
+        // Room in the descriptor table for the guests running now, made while the process
+        // has one thread (see FdBudget::reserve_table).
+        let running = collector.discover(&mut Vec::new()).len();
+        collector.budget.reserve_table(running * DESCRIPTORS_PER_GUEST + 64);
+        collector
     }
 
     /// Adds the eBPF programs as a source of the eBPF-only guest series.
@@ -739,6 +744,10 @@ impl GuestsCollector {
         }
     }
 }
+
+/// Descriptors a guest keeps open, about: some twenty files of its cgroup and a `cgroup.procs`
+/// per leaf cgroup of a container with a handful of services.
+const DESCRIPTORS_PER_GUEST: usize = 24;
 
 /// New guests from which [`open_ahead`] uses more than one thread.
 const OPEN_AHEAD_PARALLEL_MIN: usize = 64;
