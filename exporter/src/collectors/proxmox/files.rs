@@ -442,6 +442,34 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
     }
 
+    /// `FDSize` of /proc/self/status: the slots of this process's descriptor table.
+    fn table_slots() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line["FDSize:".len()..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_descriptor_table_is_grown_ahead_and_nothing_stays_open() {
+        let budget = FdBudget::new(4000);
+        let before = table_slots();
+        let open_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        budget.reserve_table(before + 1000);
+        assert!(table_slots() >= before + 1000, "{before} -> {}", table_slots());
+        // Never beyond the budget.
+        let small = FdBudget::new(10);
+        let slots = table_slots();
+        small.reserve_table(1_000_000);
+        assert_eq!(table_slots(), slots);
+        // Other tests open files meanwhile: allow for them, but not for a leaked duplicate of
+        // a high number.
+        let open_after = std::fs::read_dir("/proc/self/fd").unwrap().flatten();
+        let high = open_after
+            .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<usize>().ok()) >= Some(before + 1000))
+            .count();
+        assert_eq!(high, 0, "{open_before} open before");
+    }
+
     #[test]
     fn over_budget_files_are_read_without_keeping_them() {
         let dir = tempfile::tempdir().unwrap();
