@@ -33,12 +33,12 @@ fn serving(c: &mut Criterion) {
     let published = Published::new(collection);
     // The first call encodes (lazily, on the first scrape after a collection); later ones clone.
     published.text();
-    c.bench_function("serve/pre_encoded_text_10000", |b| b.iter(|| published.text().clone()));
+    c.bench_function("serve/pre_encoded_text_10000", |b| b.iter(|| published.text()));
     c.bench_function("serve/gzip_text_10000", |b| {
         b.iter(|| {
             use std::io::Write;
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(published.text()).unwrap();
+            e.write_all(&published.text()).unwrap();
             e.finish().unwrap()
         })
     });

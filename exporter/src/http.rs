@@ -148,10 +148,10 @@ fn metrics<B>(request: &Request<B>, latest: Option<Arc<Published>>) -> Response<
     let openmetrics = wants(request.headers().get(header::ACCEPT), "application/openmetrics-text");
     let gzip = wants(request.headers().get(header::ACCEPT_ENCODING), "gzip");
     let (content_type, body) = match (openmetrics, gzip) {
-        (false, false) => (TEXT_CONTENT_TYPE, published.text().clone()),
-        (false, true) => (TEXT_CONTENT_TYPE, published.text_gzip().clone()),
-        (true, false) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics().clone()),
-        (true, true) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics_gzip().clone()),
+        (false, false) => (TEXT_CONTENT_TYPE, published.text()),
+        (false, true) => (TEXT_CONTENT_TYPE, published.text_gzip()),
+        (true, false) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics()),
+        (true, true) => (OPENMETRICS_CONTENT_TYPE, published.openmetrics_gzip()),
     };
     let mut response = respond(StatusCode::OK, content_type, body);
     if gzip {

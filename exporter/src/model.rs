@@ -115,6 +115,18 @@ pub struct Family {
     pub samples: Vec<Sample>,
 }
 
+impl Family {
+    /// Adds `samples` after those it has; an empty family takes the vector itself (no copy,
+    /// and no capacity beyond what the giver sized).
+    pub fn take_samples(&mut self, mut samples: Vec<Sample>) {
+        if self.samples.is_empty() {
+            self.samples = samples;
+        } else {
+            self.samples.append(&mut samples);
+        }
+    }
+}
+
 /// The identity of the exporter's own node or container, added to `Scope::Node` series.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
@@ -211,10 +223,20 @@ impl SnapshotBuilder {
         self.family(desc).samples.push(Sample { labels, value });
     }
 
+    /// Adds one number whose label array is shared with other samples (an `Arc` clone
+    /// instead of an allocation per sample).
+    pub fn push_shared(&mut self, desc: &'static MetricDesc, labels: &Arc<[LabelValue]>, value: f64) {
+        debug_assert_eq!(labels.len(), desc.labels.len(), "label arity of {}", desc.name);
+        self.family(desc).samples.push(Sample {
+            labels: Arc::clone(labels),
+            value: Value::Number(value),
+        });
+    }
+
     /// Adds the samples another builder collected (used to merge per-collector output).
     pub fn append(&mut self, other: SnapshotBuilder) {
         for family in other.families {
-            self.family(family.desc).samples.extend(family.samples);
+            self.family(family.desc).take_samples(family.samples);
         }
     }
 

@@ -25,6 +25,10 @@ use crate::promfile::FileOutput;
 /// asked for: the 0.0.4 text by the first scrape after the collection (or by the file writer,
 /// which needs it every collection), so an OTLP-only setup never pays for text, and OpenMetrics
 /// and gzip only when a scraper asks for them.
+///
+/// Uncompressed text is kept only for snapshots of up to [`KEEP_TEXT_MAX_SERIES`] series;
+/// larger ones are encoded again for each uncompressed request and not kept. Compressed bodies
+/// are always kept.
 #[derive(Debug)]
 pub struct Published {
     pub collection: Collection,
@@ -33,6 +37,14 @@ pub struct Published {
     text_gzip: OnceLock<Bytes>,
     openmetrics_gzip: OnceLock<Bytes>,
 }
+
+/// Snapshots up to this many series keep their uncompressed text (about 100 bytes a series).
+/// Why a limit: a Proxmox host of a thousand guests has 51,000 series, whose text is 4.9 MB,
+/// a third of the process's memory if kept for the whole interval; encoding it costs about
+/// 13 ms of CPU, paid per uncompressed scrape instead. Prometheus asks for gzip, whose body
+/// (0.45 MB there) is kept, so it scrapes those hosts from memory all the same; a node or a
+/// container (some hundreds of series) keeps everything.
+pub const KEEP_TEXT_MAX_SERIES: usize = 10_000;
 
 impl Published {
     pub fn new(collection: Collection) -> Self {
@@ -45,23 +57,37 @@ impl Published {
         }
     }
 
-    /// Prometheus text 0.0.4. Concurrent first callers wait for one encoding.
-    pub fn text(&self) -> &Bytes {
-        self.text
-            .get_or_init(|| Bytes::from(encode_text(&self.collection.snapshot)))
+    /// Whether the uncompressed encodings are kept (see [`KEEP_TEXT_MAX_SERIES`]).
+    fn keeps_text(&self) -> bool {
+        self.collection.snapshot.series_count() <= KEEP_TEXT_MAX_SERIES
     }
 
-    pub fn openmetrics(&self) -> &Bytes {
-        self.openmetrics
-            .get_or_init(|| Bytes::from(encode_openmetrics(&self.collection.snapshot)))
+    /// An uncompressed encoding, kept in `cell` when [`Published::keeps_text`]. Concurrent
+    /// first callers wait for one encoding.
+    fn uncompressed(&self, cell: &OnceLock<Bytes>, encode: fn(&Arc<crate::model::Snapshot>) -> String) -> Bytes {
+        let encode = || Bytes::from(encode(&self.collection.snapshot));
+        if self.keeps_text() {
+            cell.get_or_init(encode).clone()
+        } else {
+            encode()
+        }
     }
 
-    pub fn text_gzip(&self) -> &Bytes {
-        self.text_gzip.get_or_init(|| gzip(self.text()))
+    /// Prometheus text 0.0.4.
+    pub fn text(&self) -> Bytes {
+        self.uncompressed(&self.text, encode_text)
     }
 
-    pub fn openmetrics_gzip(&self) -> &Bytes {
-        self.openmetrics_gzip.get_or_init(|| gzip(self.openmetrics()))
+    pub fn openmetrics(&self) -> Bytes {
+        self.uncompressed(&self.openmetrics, encode_openmetrics)
+    }
+
+    pub fn text_gzip(&self) -> Bytes {
+        self.text_gzip.get_or_init(|| gzip(&self.text())).clone()
+    }
+
+    pub fn openmetrics_gzip(&self) -> Bytes {
+        self.openmetrics_gzip.get_or_init(|| gzip(&self.openmetrics())).clone()
     }
 }
 
@@ -260,7 +286,7 @@ pub async fn run_loop(
             let collection = engine.collect();
             let published = Arc::new(Published::new(collection));
             if let Some(file) = file_for_task {
-                file.write(published.text());
+                file.write(&published.text());
             }
             (engine, published)
         })
@@ -335,4 +361,61 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, MetricDesc, Scope, SnapshotBuilder, Unit};
+
+    static GAUGE: MetricDesc = MetricDesc {
+        name: "test_series",
+        help: "A test series.",
+        kind: Kind::Gauge,
+        unit: Unit::Count("{series}"),
+        labels: &["n"],
+        scope: Scope::Guest,
+        otel: None,
+    };
+
+    fn published(series: usize) -> Published {
+        let mut b = SnapshotBuilder::new();
+        for n in 0..series {
+            b.push(&GAUGE, [n.to_string()], n as f64);
+        }
+        let snapshot = Arc::new(b.finish(Arc::default(), SystemTime::UNIX_EPOCH, 1));
+        Published::new(Collection {
+            snapshot,
+            outcomes: Vec::new(),
+            duration: Duration::ZERO,
+        })
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn small_snapshots_keep_their_text_large_ones_only_the_compressed_body() {
+        let small = published(KEEP_TEXT_MAX_SERIES);
+        let (a, b) = (small.text(), small.text());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "kept: the same bytes twice");
+        let last = KEEP_TEXT_MAX_SERIES - 1;
+        assert!(a.ends_with(format!("test_series{{n=\"{last}\"}} {last}.0\n").as_bytes()));
+
+        let large = published(KEEP_TEXT_MAX_SERIES + 1);
+        let (a, b) = (large.text(), large.text());
+        assert_eq!(a, b, "the same text each time");
+        assert_ne!(a.as_ptr(), b.as_ptr(), "not kept: encoded for each request");
+        let (za, zb) = (large.text_gzip(), large.text_gzip());
+        assert_eq!(za.as_ptr(), zb.as_ptr(), "the compressed body is kept");
+        assert_eq!(gunzip(&za), a.as_ref());
+        let (oa, ob) = (large.openmetrics(), large.openmetrics());
+        assert_ne!(oa.as_ptr(), ob.as_ptr());
+        assert!(oa.ends_with(b"# EOF\n"));
+        assert_eq!(gunzip(&large.openmetrics_gzip()), oa.as_ref());
+    }
 }

@@ -7,10 +7,11 @@
 //! `rx_dropped + rx_missed_errors`, so it can exceed sysfs `statistics/rx_dropped`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::collectors::{Collector, Environment};
 use crate::error::{CollectError, read_parsed};
-use crate::model::{Kind, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit};
+use crate::model::{Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit};
 use crate::parse;
 use crate::parse::netdev::NetDevStats;
 
@@ -122,7 +123,9 @@ impl Collector for NetworkCollector {
 
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
         for d in read_netdev(&self.path)? {
-            let device = [d.name.as_str()];
+            // One label array for the device's eight series (a Proxmox host has a device or
+            // four per guest interface).
+            let device: Arc<[LabelValue]> = Arc::new([LabelValue::from(d.name.as_str())]);
             for (desc, value) in [
                 (&RX_BYTES, d.rx_bytes),
                 (&RX_PACKETS, d.rx_packets),
@@ -133,7 +136,7 @@ impl Collector for NetworkCollector {
                 (&TX_ERRS, d.tx_errs),
                 (&TX_DROP, d.tx_drop),
             ] {
-                out.push(desc, device, value as f64);
+                out.push_shared(desc, &device, value as f64);
             }
         }
         Ok(())

@@ -111,9 +111,10 @@ const WALK_EVERY: u32 = 16;
 
 impl Guest {
     fn new(dir: PathBuf, relative: &Path, layout: &Layout, budget: &FdBudget) -> Self {
-        let f = |name: &str| KeptFile::new(dir.join(name), budget);
+        let shared: Arc<Path> = Arc::from(dir.as_path());
+        let f = |name: &'static str| KeptFile::new(&shared, name, budget);
         // Limits are read every LIMITS_EVERY collections only.
-        let rare = |name: &str| KeptFile::rare(dir.join(name), budget);
+        let rare = |name: &'static str| KeptFile::rare(&shared, name, budget);
         let memory = match &layout.memory {
             Source::Unified => MemoryFiles::V2 {
                 current: f("memory.current"),
@@ -125,20 +126,20 @@ impl Guest {
                 events: f("memory.events"),
             },
             Source::V1(root) => {
-                let d = root.join(relative);
-                let g = |name: &str| KeptFile::new(d.join(name), budget);
+                let d: Arc<Path> = Arc::from(root.join(relative));
+                let g = |name: &'static str| KeptFile::new(&d, name, budget);
                 MemoryFiles::V1 {
                     usage: g("memory.usage_in_bytes"),
                     stat: g("memory.stat"),
-                    limit: KeptFile::rare(d.join("memory.limit_in_bytes"), budget),
+                    limit: KeptFile::rare(&d, "memory.limit_in_bytes", budget),
                     oom_control: g("memory.oom_control"),
                 }
             }
             Source::None => MemoryFiles::None,
         };
-        let pids_dir = match &layout.pids {
-            Source::Unified => Some(dir.clone()),
-            Source::V1(root) => Some(root.join(relative)),
+        let pids_dir: Option<Arc<Path>> = match &layout.pids {
+            Source::Unified => Some(Arc::clone(&shared)),
+            Source::V1(root) => Some(Arc::from(root.join(relative))),
             Source::None => None,
         };
         Guest {
@@ -149,8 +150,8 @@ impl Guest {
             io_pressure: f("io.pressure"),
             io_stat: f("io.stat"),
             memory,
-            pids_current: pids_dir.as_ref().map(|d| KeptFile::new(d.join("pids.current"), budget)),
-            pids_max: pids_dir.as_ref().map(|d| KeptFile::rare(d.join("pids.max"), budget)),
+            pids_current: pids_dir.as_ref().map(|d| KeptFile::new(d, "pids.current", budget)),
+            pids_max: pids_dir.as_ref().map(|d| KeptFile::rare(d, "pids.max", budget)),
             cgroup_stat: f("cgroup.stat"),
             procs: Vec::new(),
             walked_shape: None,
@@ -263,22 +264,36 @@ impl Stamp {
 }
 
 /// Per-collection sample buffers, one per family, so that a sample costs no family lookup.
+/// They are handed to the snapshot whole at the end of a collection, so nothing of them stays
+/// allocated between collections; the next collection sizes them from the last one.
 #[derive(Debug)]
 struct Families {
     samples: Vec<Vec<Sample>>,
+    /// Samples per family at the last flush.
+    last: Vec<usize>,
 }
 
 impl Families {
     fn new() -> Self {
         Families {
             samples: GUEST_METRICS.iter().map(|_| Vec::new()).collect(),
+            last: vec![0; GUEST_METRICS.len()],
+        }
+    }
+
+    /// Room for as many samples as the last collection had (guests come and go slowly), so a
+    /// family's vector is allocated once, to size, instead of doubling its way up.
+    fn reserve(&mut self) {
+        for (samples, &n) in self.samples.iter_mut().zip(&self.last) {
+            samples.reserve_exact(n);
         }
     }
 
     fn flush(&mut self, out: &mut SnapshotBuilder) {
-        for (desc, samples) in GUEST_METRICS.iter().zip(self.samples.iter_mut()) {
+        for ((desc, samples), last) in GUEST_METRICS.iter().zip(self.samples.iter_mut()).zip(&mut self.last) {
+            *last = samples.len();
             if !samples.is_empty() {
-                out.family(desc).samples.append(samples);
+                out.family(desc).take_samples(std::mem::take(samples));
             }
         }
     }
@@ -441,7 +456,8 @@ pub struct GuestsCollector {
     layout: Layout,
     budget: FdBudget,
     netdev: KeptFile,
-    guests: BTreeMap<Key, Guest>,
+    /// Boxed: a `Guest` is some 1.4 KB, and B-tree nodes are about half full.
+    guests: BTreeMap<Key, Box<Guest>>,
     configs: BTreeMap<Key, ConfigEntry>,
     members: Option<(Stamp, Option<String>)>,
     /// Guest label arrays, rebuilt only when a name changes.
@@ -483,7 +499,7 @@ impl std::fmt::Debug for GuestEbpf {
 impl GuestEbpf {
     /// Gives every running guest a slot and frees the slots of guests that are gone; a freed
     /// slot is reused without carrying counts over (the runtime keeps a baseline).
-    fn sync(&mut self, alive: &BTreeSet<Key>, dirs: &BTreeMap<Key, Guest>) {
+    fn sync(&mut self, alive: &BTreeSet<Key>, dirs: &BTreeMap<Key, Box<Guest>>) {
         let gone: Vec<Key> = self.slots.keys().filter(|k| !alive.contains(k)).copied().collect();
         for key in gone {
             if let Some(slot) = self.slots.remove(&key) {
@@ -535,7 +551,7 @@ impl GuestsCollector {
             pve_path: env.pve_path.clone(),
             proc_path: env.proc_path.clone(),
             root_path: env.root_path.clone(),
-            netdev: KeptFile::new(env.proc_path.join("net/dev"), &budget),
+            netdev: KeptFile::new(&Arc::from(env.proc_path.join("net")), "dev", &budget),
             layout,
             budget,
             guests: BTreeMap::new(),
@@ -815,7 +831,7 @@ fn read_parsed<T>(
     match parsed {
         Ok(value) => Ok(Some(value)),
         Err(e) => {
-            errors.push(CollectError::parse(file.path(), e));
+            errors.push(CollectError::parse(&file.path(), e));
             Ok(None)
         }
     }
@@ -880,7 +896,7 @@ fn read_guest(
                 staged.push(Id::CPU_THROTTLED, base, seconds(v));
             }
         }
-        Err(e) => errors.push(CollectError::parse(guest.cpu_stat.path(), e)),
+        Err(e) => errors.push(CollectError::parse(&guest.cpu_stat.path(), e)),
     }
     if read_limits
         && let Some(max) = read_parsed(&mut guest.cpu_max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
@@ -1091,12 +1107,9 @@ fn rewalk(guest: &mut Guest, shape: Option<cgroup::SubtreeShape>, budget: &FdBud
     let mut previous = std::mem::take(&mut guest.procs);
     guest.procs = dirs
         .into_iter()
-        .map(|d| {
-            let path = d.join("cgroup.procs");
-            match previous.iter().position(|f| f.is_open() && f.path() == path) {
-                Some(i) => previous.swap_remove(i),
-                None => KeptFile::new(path, budget),
-            }
+        .map(|d| match previous.iter().position(|f| f.is_open() && f.dir() == d) {
+            Some(i) => previous.swap_remove(i),
+            None => KeptFile::new(&Arc::from(d), "cgroup.procs", budget),
         })
         .collect();
     guest.walked_shape = shape;
@@ -1152,7 +1165,7 @@ fn count_processes(
             {
                 Ok(()) => {}
                 Err(e) => {
-                    errors.push(CollectError::parse(file.path(), e));
+                    errors.push(CollectError::parse(&file.path(), e));
                     return Ok(None);
                 }
             }
@@ -1260,7 +1273,12 @@ impl Collector for GuestsCollector {
                         GuestType::Lxc => PathBuf::from(format!("lxc/{}", key.1)),
                         GuestType::Qemu => PathBuf::from(format!("qemu.slice/{}.scope", key.1)),
                     };
-                    entry.insert(Guest::new(root.join(&relative), &relative, &self.layout, &self.budget));
+                    entry.insert(Box::new(Guest::new(
+                        root.join(&relative),
+                        &relative,
+                        &self.layout,
+                        &self.budget,
+                    )));
                     new.insert(key);
                 }
             }
@@ -1268,11 +1286,12 @@ impl Collector for GuestsCollector {
                 .guests
                 .iter_mut()
                 .filter(|(k, _)| new.contains(k))
-                .map(|(_, g)| g)
+                .map(|(_, g)| &mut **g)
                 .collect();
             open_ahead(new_guests, &self.budget);
         }
 
+        self.families.reserve();
         let mut alive = BTreeSet::new();
         for &key in &running {
             self.update_labels(key);
