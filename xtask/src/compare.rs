@@ -31,8 +31,9 @@
 //! collector) over a synthetic host of N guests, written by `synthetic-host` (benches/src/bin)
 //! into target/compare/synthetic-N, with PROC_PATH, SYS_PATH, CGROUP_PATH and PVE_PATH pointing
 //! into it. It reports the CPU of `--collections` (`POST /collect`, `GET /metrics`) pairs per
-//! pair and per guest, scrape latency and CPU, bytes and series per scrape, RSS after warm-up,
-//! idle CPU and start to first served /metrics. The tree lives on a regular filesystem, where a
+//! pair and per guest, scrape latency and CPU (plain, and with `Accept-Encoding: gzip` as
+//! Prometheus scrapes), bytes and series per scrape, RSS after warm-up, idle CPU and start to
+//! first served /metrics. The tree lives on a regular filesystem, where a
 //! file read costs less than on cgroupfs (see docs/TOOLCHAIN.md); node_exporter has no
 //! counterpart of this mode and is not started.
 
@@ -149,8 +150,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let (node, node_start) = Exporter::start("node_exporter", node_command, node_port, &logs)?;
 
     eprintln!("measuring {} scrapes of each", options.scrapes);
-    let ours_scrapes = measure_scrapes(&ours, &options)?;
-    let node_scrapes = measure_scrapes(&node, &options)?;
+    let ours_scrapes = measure_scrapes(&ours, &options, Encoding::Identity)?;
+    let node_scrapes = measure_scrapes(&node, &options, Encoding::Identity)?;
 
     eprintln!(
         "measuring {} collections + scrapes of metrics-exporter",
@@ -254,7 +255,9 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
     let (ours, start) = Exporter::start("metrics-exporter", ours_command, port, &logs)?;
 
     eprintln!("measuring {} scrapes", options.scrapes);
-    let scrapes = measure_scrapes(&ours, options)?;
+    let scrapes = measure_scrapes(&ours, options, Encoding::Identity)?;
+    eprintln!("measuring {} scrapes with Accept-Encoding: gzip", options.scrapes);
+    let gzip_scrapes = measure_scrapes(&ours, options, Encoding::Gzip)?;
     eprintln!("measuring {} collections + scrapes", options.collections);
     let pairs = measure_collect_and_scrape(&ours, options.collections)?;
     let rss_after = rss_bytes(ours.pid())?;
@@ -301,7 +304,24 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         ),
         ("bytes per scrape".into(), scrapes.bytes.to_string()),
         ("series per scrape".into(), scrapes.series.to_string()),
+        (
+            "gzip scrape (as Prometheus asks) latency p50 (ms)".into(),
+            sig3(ms(percentile(&gzip_scrapes.latencies, 50.0))),
+        ),
+        (
+            "gzip scrape latency p99 (ms)".into(),
+            sig3(ms(percentile(&gzip_scrapes.latencies, 99.0))),
+        ),
+        (
+            "CPU per gzip scrape, Σ thread schedstat (ms)".into(),
+            sig3(gzip_scrapes.cpu.sched_seconds * 1e3 / n),
+        ),
+        ("bytes per gzip scrape".into(), gzip_scrapes.bytes.to_string()),
         ("RSS after warm-up (MiB)".into(), sig3(scrapes.rss as f64 / 1048576.0)),
+        (
+            "RSS after the gzip warm-up scrapes (MiB)".into(),
+            sig3(gzip_scrapes.rss as f64 / 1048576.0),
+        ),
         (
             "RSS after the collections (MiB)".into(),
             sig3(rss_after as f64 / 1048576.0),
@@ -337,7 +357,9 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         "\nThe tree ({tree}) is on a regular filesystem: reads there cost less than on cgroupfs. \
          Collection CPU is that of {k} `POST /collect` + `GET /metrics` pairs divided by {k}·{guests}; \
          it includes the node-level collectors, which read the tree's mostly empty /proc. \
-         {scrapes} sequential plain-text scrapes after {warmup} warm-up scrapes. Idle: no requests for {idle} s.",
+         {scrapes} sequential plain-text scrapes after {warmup} warm-up scrapes, then as many with \
+         `Accept-Encoding: gzip`. Snapshots of more than 10,000 series keep only their compressed \
+         body: a plain scrape encodes the text again. Idle: no requests for {idle} s.",
         tree = tree.display(),
         k = options.collections,
         scrapes = options.scrapes,
@@ -493,8 +515,13 @@ impl Client {
     }
 
     fn request(&mut self, method: &str, path: &str) -> anyhow::Result<Response> {
+        self.request_with(method, path, "")
+    }
+
+    /// A request with `headers` (complete `Name: value\r\n` lines) added.
+    fn request_with(&mut self, method: &str, path: &str, headers: &str) -> anyhow::Result<Response> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xtask-compare\r\n{}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xtask-compare\r\n{}{headers}\r\n",
             self.address,
             if method == "POST" { "Content-Length: 0\r\n" } else { "" }
         );
@@ -665,10 +692,23 @@ struct ScrapeResult {
     rss: u64,
 }
 
-fn measure_scrapes(exporter: &Exporter, options: &Options) -> anyhow::Result<ScrapeResult> {
+/// How a scrape asks for its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// No `Accept-Encoding`: the plain text.
+    Identity,
+    /// `Accept-Encoding: gzip`, as Prometheus sends.
+    Gzip,
+}
+
+fn measure_scrapes(exporter: &Exporter, options: &Options, encoding: Encoding) -> anyhow::Result<ScrapeResult> {
     let mut client = Client::connect(exporter.address)?;
+    let headers = match encoding {
+        Encoding::Identity => "",
+        Encoding::Gzip => "Accept-Encoding: gzip\r\n",
+    };
     let scrape = |client: &mut Client| -> anyhow::Result<Vec<u8>> {
-        let response = client.request("GET", "/metrics")?;
+        let response = client.request_with("GET", "/metrics", headers)?;
         ensure!(
             response.status == 200,
             "{}: /metrics answered {}",
@@ -694,7 +734,12 @@ fn measure_scrapes(exporter: &Exporter, options: &Options) -> anyhow::Result<Scr
         latencies,
         cpu: cpu_delta(&before, &after, clock_tick()?),
         bytes: last.len(),
-        series: count_series(&last),
+        // A compressed body is not unpacked here: its series are those of the plain text.
+        series: if encoding == Encoding::Identity {
+            count_series(&last)
+        } else {
+            0
+        },
         rss,
     })
 }
