@@ -106,7 +106,13 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
             .collect(),
         None => collectors::defaults_for(detection.platform),
     };
-    let ebpf = start_ebpf(&config, detection.platform, &environment, enabled.contains(&"guests"))?;
+    // The guests collector is made before the eBPF programs are loaded: it sizes the
+    // descriptor table while the process has one thread (the eBPF log reader is a second
+    // one), see collectors::proxmox::files::FdBudget::reserve_table.
+    let mut guests = enabled
+        .contains(&"guests")
+        .then(|| collectors::proxmox::guests::GuestsCollector::new(&environment));
+    let ebpf = start_ebpf(&config, detection.platform, &environment, guests.is_some())?;
     let mut ebpf_runtime = None;
     let ebpf_report = match ebpf {
         ebpf::EbpfState::Loaded(runtime) => {
@@ -123,8 +129,9 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     let mut built: Vec<Box<dyn Collector>> = Vec::new();
     for name in &enabled {
-        if *name == "guests" {
-            let mut guests = collectors::proxmox::guests::GuestsCollector::new(&environment);
+        if *name == "guests"
+            && let Some(mut guests) = guests.take()
+        {
             if let Some(runtime) = ebpf_runtime.take() {
                 guests = guests.with_ebpf(runtime);
             }
