@@ -18,7 +18,8 @@
 //!   tick per window, so the table states it. A second figure sums the first field of
 //!   `/proc/PID/task/*/schedstat` (nanoseconds on CPU per thread) as a precise cross-check; a
 //!   thread that exits inside the window loses its share there, never in the tick figure.
-//! - RSS is `VmRSS` from `/proc/PID/status` after the warm-up scrapes.
+//! - RSS is `VmRSS` from `/proc/PID/status` one second after the warm-up scrapes (the process
+//!   at rest); peak RSS is `VmHWM` at the end of the run, which includes every body in flight.
 //! - Idle CPU is the CPU delta of both processes over `--idle-seconds` (default 60) with no
 //!   request at all; this exporter collects every 30 s (COLLECTION_INTERVAL=30), so a 60 s
 //!   window holds two of its collections.
@@ -163,6 +164,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let (ours_idle, node_idle) = measure_idle(&ours, &node, options.idle_seconds)?;
 
     let versions = (version_of(&ours_binary), version_of(Path::new(NODE_EXPORTER)));
+    let peak_rss = (peak_rss_bytes(ours.pid())?, peak_rss_bytes(node.pid())?);
     drop(node);
     drop(ours);
 
@@ -176,6 +178,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         scrapes: (ours_scrapes, node_scrapes),
         pairs,
         idle: (ours_idle, node_idle),
+        peak_rss,
     };
     let text = report.markdown();
     println!("{text}");
@@ -260,12 +263,14 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
     let gzip_scrapes = measure_scrapes(&ours, options, Encoding::Gzip)?;
     eprintln!("measuring {} collections + scrapes", options.collections);
     let pairs = measure_collect_and_scrape(&ours, options.collections)?;
+    std::thread::sleep(RSS_SETTLE);
     let rss_after = rss_bytes(ours.pid())?;
     eprintln!("measuring idle CPU over {} s (no requests)", options.idle_seconds);
     let idle_before = read_cpu(ours.pid())?;
     std::thread::sleep(Duration::from_secs(options.idle_seconds));
     let idle = cpu_delta(&idle_before, &read_cpu(ours.pid())?, tick);
     let version = version_of(&ours_binary);
+    let peak_rss = peak_rss_bytes(ours.pid())?;
     drop(ours);
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -325,6 +330,10 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         (
             "RSS after the collections (MiB)".into(),
             sig3(rss_after as f64 / 1048576.0),
+        ),
+        (
+            "peak RSS over the whole run, VmHWM (MiB)".into(),
+            sig3(peak_rss as f64 / 1048576.0),
         ),
         (
             format!(
@@ -666,15 +675,30 @@ fn cpu_delta(before: &CpuReading, after: &CpuReading, tick: Duration) -> CpuDelt
 }
 
 fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The highest RSS the process has had (`VmHWM`): what a scrape's body or a collection adds
+/// while it is in flight.
+fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let line = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .with_context(|| format!("{path} has no VmRSS"))?;
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("{path} has no {field}"))?;
     let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
     Ok(kib * 1024)
 }
+
+/// How long a process is left alone after the warm-up scrapes before its RSS is read: the
+/// last response's body is released when the server has finished with the connection, not
+/// when the client has read it (a plain scrape of 1000 guests is 4.9 MB).
+const RSS_SETTLE: Duration = Duration::from_secs(1);
 
 /// Samples (non-comment, non-empty lines) of a text-format body.
 fn count_series(body: &[u8]) -> usize {
@@ -720,6 +744,7 @@ fn measure_scrapes(exporter: &Exporter, options: &Options, encoding: Encoding) -
     for _ in 0..options.warmup {
         scrape(&mut client)?;
     }
+    std::thread::sleep(RSS_SETTLE);
     let rss = rss_bytes(exporter.pid())?;
     let mut latencies = Vec::with_capacity(options.scrapes);
     let mut last = Vec::new();
@@ -823,6 +848,8 @@ struct Report {
     scrapes: (ScrapeResult, ScrapeResult),
     pairs: CpuDelta,
     idle: (CpuDelta, CpuDelta),
+    /// `VmHWM` of each at the end.
+    peak_rss: (u64, u64),
 }
 
 impl Report {
@@ -893,6 +920,12 @@ impl Report {
                 "RSS after warm-up (MiB)".into(),
                 ours.rss as f64 / 1048576.0,
                 node.rss as f64 / 1048576.0,
+                Precision::Measured,
+            ),
+            (
+                "peak RSS over the whole run, VmHWM (MiB)".into(),
+                self.peak_rss.0 as f64 / 1048576.0,
+                self.peak_rss.1 as f64 / 1048576.0,
                 Precision::Measured,
             ),
             (
