@@ -417,7 +417,7 @@ mod tests {
         assert!(!by_name("failing").success);
         assert_eq!(
             by_name("failing").error.as_deref(),
-            Some("/proc/gone: vanished while being read")
+            Some("/proc/gone: not there (never was, or removed while being read)")
         );
         assert_eq!(by_name("panicking").error.as_deref(), Some("panicked: boom"));
         assert!(by_name("fixed").success);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     /// The file is gone (ENOENT, ENODEV, ESRCH): for a cgroup this means the guest stopped.
-    #[error("{path}: vanished while being read")]
+    #[error("{path}: not there (never was, or removed while being read)")]
     Vanished { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -243,7 +243,7 @@ async fn health_is_503_without_a_successful_collection() {
     assert_eq!(status["collectors"][0]["last_success"], false);
     assert_eq!(
         status["collectors"][0]["last_error"],
-        "/sys/fs/cgroup/lxc/999/cpu.stat: vanished while being read"
+        "/sys/fs/cgroup/lxc/999/cpu.stat: not there (never was, or removed while being read)"
     );
 }
 
