@@ -50,7 +50,17 @@ impl FlatKeyed {
 /// value. A line of any other shape fails the parse (a truncated line must not pass).
 pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
     let mut map = HashMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for pair in flat_keyed_pairs(text) {
+        let (key, value) = pair?;
+        map.insert(key.to_owned(), value);
+    }
+    Ok(FlatKeyed(map))
+}
+
+/// The `(key, value)` pairs of a flat-keyed file in file order, blank lines skipped; a line
+/// of another shape, or a value that is not an unsigned integer, is an error.
+fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = Result<(&str, u64), ParseError>> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|line| {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
@@ -58,9 +68,8 @@ pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
         let value = value
             .parse::<u64>()
             .map_err(|_| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
-        map.insert(key.to_owned(), value);
-    }
-    Ok(FlatKeyed(map))
+        Ok((key, value))
+    })
 }
 
 /// The values of `keys` in a flat-keyed file, `None` for a key the file does not print;
@@ -113,15 +122,8 @@ pub fn parse_subtree_shape(text: &str) -> Result<SubtreeShape, ParseError> {
     let mut descendants = None;
     let mut controllers = std::hash::DefaultHasher::new();
     let mut counts_controllers = false;
-    for line in text.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let Some(key) = fields.next() else { continue };
-        let (Some(value), None) = (fields.next(), fields.next()) else {
-            return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
-        };
-        let value: u64 = value
-            .parse()
-            .map_err(|_| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
+    for pair in flat_keyed_pairs(text) {
+        let (key, value) = pair?;
         if key == "nr_descendants" {
             descendants = Some(value);
         } else if let Some(controller) = key.strip_prefix("nr_subsys_") {
