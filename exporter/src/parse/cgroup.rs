@@ -60,7 +60,7 @@ pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
 /// The `(key, value)` pairs of a flat-keyed file in file order, blank lines skipped; a line
 /// of another shape, or a value that is not an unsigned integer, is an error.
 fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = Result<(&str, u64), ParseError>> {
-    text.lines().filter(|l| !l.trim().is_empty()).map(|line| {
+    super::lines(text).filter(|l| !l.trim().is_empty()).map(|line| {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
@@ -80,7 +80,7 @@ fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = Result<(&str, u64), Pars
 /// parse time building a map of all of them, once per guest and collection.
 pub fn flat_keyed_values<const K: usize>(text: &str, keys: &[&str; K]) -> Result<[Option<u64>; K], ParseError> {
     let mut out = [None; K];
-    for line in text.lines() {
+    for line in super::lines(text) {
         let mut fields = line.split_ascii_whitespace();
         let Some(key) = fields.next() else {
             continue;
@@ -310,7 +310,7 @@ fn io_stat_lines<'t>(
         &mut dyn Iterator<Item = Result<(&'t str, &'t str), ParseError>>,
     ) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
         let bad = move |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
         let mut fields = line.split_ascii_whitespace();
         let device = fields.next().ok_or_else(|| bad("empty"))?;
@@ -408,7 +408,7 @@ pub fn parse_pids(text: &str) -> Result<Vec<u32>, ParseError> {
 /// Like [`parse_pids`], appending to `out` (so one buffer serves a whole subtree). On error,
 /// `out` may hold some of the file's PIDs.
 pub fn parse_pids_into(text: &str, out: &mut Vec<u32>) -> Result<(), ParseError> {
-    for line in text.lines() {
+    for line in super::lines(text) {
         let pid = line.trim();
         if pid.is_empty() {
             continue;

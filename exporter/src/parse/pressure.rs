@@ -74,7 +74,7 @@ fn parse_line(line: &str) -> Result<(&str, PressureLine), ParseError> {
 pub fn parse(text: &str) -> Result<Pressure, ParseError> {
     let mut some = None;
     let mut full = None;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
         let (kind, parsed) = parse_line(line)?;
         let slot = match kind {
             "some" => &mut some,
