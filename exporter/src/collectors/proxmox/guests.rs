@@ -68,7 +68,8 @@ enum MemoryFiles {
 /// One running guest and the descriptors kept for it.
 #[derive(Debug)]
 struct Guest {
-    dir: PathBuf,
+    /// The guest cgroup, shared with its kept files.
+    dir: Arc<Path>,
     cpu_stat: KeptFile,
     cpu_max: KeptFile,
     cpu_pressure: KeptFile,
@@ -159,7 +160,7 @@ impl Guest {
             limits: Vec::new(),
             limits_due: 0,
             config_stamp: None,
-            dir,
+            dir: shared,
         }
     }
 
@@ -1055,7 +1056,7 @@ fn read_guest(
     // mean the guest went away during this read: only then pay for a check of the directory.
     if absent_new && !guest.dir.is_dir() {
         return Err(CollectError::Vanished {
-            path: guest.dir.clone(),
+            path: guest.dir.to_path_buf(),
         });
     }
     Ok(())
