@@ -14,9 +14,9 @@
 //! - [`CPU_STATE_MAP`]: per-CPU [`CpuState`] of the sched_switch program.
 //! - [`EVENT_STATS_MAP`]: per-CPU counters of events the kernel side could not account.
 //!
-//! Read-only globals set by userspace at load: [`GLOBAL_SUM_EXEC_RUNTIME_OFFSET`] and
-//! [`GLOBAL_RUN_DELAY_OFFSET`], byte offsets inside `struct task_struct` found in the kernel's
-//! BTF (Rust has no CO-RE relocations).
+//! Read-only globals set by userspace at load: [`GLOBAL_SUM_EXEC_RUNTIME_OFFSET`],
+//! [`GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET`] and [`GLOBAL_RUN_DELAY_OFFSET`], byte offsets inside
+//! `struct task_struct` found in the kernel's BTF (Rust has no CO-RE relocations).
 #![no_std]
 
 /// Guest slots. Counters are striped per possible CPU, so the counters map holds
@@ -47,6 +47,9 @@ pub const LOG_MAP: &str = "AYA_LOGS";
 /// Globals (ELF symbols in .rodata) that userspace sets at load.
 pub const GLOBAL_SUM_EXEC_RUNTIME_OFFSET: &str = "TASK_SUM_EXEC_RUNTIME_OFFSET";
 pub const GLOBAL_RUN_DELAY_OFFSET: &str = "TASK_RUN_DELAY_OFFSET";
+/// Byte offset of `task->se.prev_sum_exec_runtime`: the task's `sum_exec_runtime` when the
+/// fair class last picked it to run (`set_next_entity()`), i.e. the start of its slice.
+pub const GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET: &str = "TASK_PREV_SUM_EXEC_RUNTIME_OFFSET";
 
 /// BTF-enabled tracepoint programs (`tp_btf`): (ELF function name, tracepoint).
 pub const BTF_TRACEPOINTS: &[(&str, &str)] = &[("sched_switch", "sched_switch")];
@@ -61,8 +64,10 @@ pub const SKB_INGRESS_PROGRAM: &str = "guest_skb_ingress";
 pub const SKB_EGRESS_PROGRAM: &str = "guest_skb_egress";
 
 /// Indices into the per-CPU `EVENT_STATS` array.
-/// A task was switched out whose switch-in this CPU did not see: its slice is not charged.
-/// Expected once per CPU right after attaching; more means lost events.
+/// A guest task was switched out whose switch-in this CPU did not see (the sched_switch that
+/// switched it in did not reach the program, or happened before attaching): its slice is
+/// charged from `se.prev_sum_exec_runtime` (see [`GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET`]) and
+/// gives no run-queue wait sample.
 pub const STAT_UNSEEN_SWITCH_IN: u32 = 0;
 /// A slot-table entry named a slot outside `0..MAX_GUESTS` (never written by userspace: an
 /// unexpected state).

@@ -1,9 +1,10 @@
 //! Field offsets of `task_struct` from the kernel's BTF (`/sys/kernel/btf/vmlinux`).
 //!
-//! The sched_switch program reads two fields of the tasks it sees, with direct loads that the
+//! The sched_switch program reads three fields of the tasks it sees, with direct loads that the
 //! verifier checks against BTF (a `tp_btf` program): `se.sum_exec_runtime` (the task's CPU
-//! time, the same nanoseconds cpu.stat sums) and `sched_info.run_delay` (its cumulative
-//! run-queue wait, /proc/<pid>/schedstat's second field). Rust has no CO-RE relocations, so
+//! time, the same nanoseconds cpu.stat sums), `se.prev_sum_exec_runtime` (its value when the
+//! fair class last picked the task: the start of its slice) and `sched_info.run_delay` (its
+//! cumulative run-queue wait, /proc/<pid>/schedstat's second field). Rust has no CO-RE relocations, so
 //! userspace finds the offsets here and passes them as read-only globals at load.
 //!
 //! Format: <https://www.kernel.org/doc/html/v6.18/bpf/btf.html>. Only what is needed is
@@ -14,6 +15,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskOffsets {
     pub sum_exec_runtime: u32,
+    pub prev_sum_exec_runtime: u32,
     pub run_delay: u32,
 }
 
@@ -184,6 +186,7 @@ pub fn task_offsets(btf: &[u8]) -> Result<TaskOffsets, String> {
     let btf = Btf::parse(btf)?;
     Ok(TaskOffsets {
         sum_exec_runtime: btf.offset("task_struct", &["se", "sum_exec_runtime"])?,
+        prev_sum_exec_runtime: btf.offset("task_struct", &["se", "prev_sum_exec_runtime"])?,
         run_delay: btf.offset("task_struct", &["sched_info", "run_delay"])?,
     })
 }
@@ -200,8 +203,13 @@ mod tests {
             return;
         };
         let off = task_offsets(&data).unwrap();
-        // Both are u64 fields well inside task_struct, 8-aligned.
+        // u64 fields well inside task_struct, 8-aligned; both runtimes in `se`.
         assert_eq!(off.sum_exec_runtime % 8, 0, "{off:?}");
+        assert_eq!(off.prev_sum_exec_runtime % 8, 0, "{off:?}");
+        assert!(
+            off.prev_sum_exec_runtime.abs_diff(off.sum_exec_runtime) <= 64,
+            "{off:?}"
+        );
         assert_eq!(off.run_delay % 8, 0, "{off:?}");
         assert!(
             off.sum_exec_runtime > 0 && off.run_delay > off.sum_exec_runtime,

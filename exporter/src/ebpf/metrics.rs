@@ -156,7 +156,7 @@ pub static MAP_CAPACITY: MetricDesc = MetricDesc {
 
 pub static EVENTS_LOST: MetricDesc = MetricDesc {
     name: "metrics_exporter_ebpf_events_lost_total",
-    help: "What the eBPF side could not account: guests refused for lack of a slot, guest slices whose switch-in was not seen (one per CPU at attach), slot-table entries in an unexpected state.",
+    help: "What the eBPF side could not account: guests refused for lack of a slot, guest slices whose switch-in was not seen (their CPU time is still charged, from the kernel's own start of the slice; their run-queue wait is not sampled), slot-table entries in an unexpected state.",
     kind: Kind::Counter,
     unit: Unit::Count("{event}"),
     labels: &["reason"],

@@ -35,9 +35,10 @@ use aya::programs::cgroup_skb::CgroupSkbLinkId;
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use exporter_common::{
-    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_RUN_DELAY_OFFSET, GLOBAL_SUM_EXEC_RUNTIME_OFFSET,
-    GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES,
-    SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
+    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET, GLOBAL_RUN_DELAY_OFFSET,
+    GLOBAL_SUM_EXEC_RUNTIME_OFFSET, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM,
+    SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN,
+    SlotEntry, SlotTable, slot_home,
 };
 
 use crate::config::EbpfMode;
@@ -370,6 +371,11 @@ impl EbpfRuntime {
             .map_max_entries(COUNTERS_MAP, stripes)
             .override_global(GLOBAL_SUM_EXEC_RUNTIME_OFFSET, &offsets.sum_exec_runtime, true)
             .override_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
+            .override_global(
+                GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET,
+                &offsets.prev_sum_exec_runtime,
+                true,
+            )
             .load(OBJECT)
             .map_err(|e| EbpfUnavailable::from_error("loading the eBPF object", &e))?;
         let logs = if options.forward_logs {
