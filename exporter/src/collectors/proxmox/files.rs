@@ -118,8 +118,8 @@ impl FdBudget {
         FdBudget::new(total.saturating_sub(reserve))
     }
 
-    /// Grows the process's descriptor table now to hold `descriptors` more than it has open,
-    /// within the budget. Why: the kernel grows the table by doubling, and in a process with
+    /// Grows the process's descriptor table now to at least `descriptors` slots (no more than
+    /// the budget). Why: the kernel grows the table by doubling, and in a process with
     /// more than one thread each doubling waits for an RCU grace period; opening the files of a
     /// thousand guests grew it nine times and spent 110-140 ms of the first collection waiting
     /// (measured here). Called while the process has one thread (start-up), the growth costs
@@ -129,8 +129,8 @@ impl FdBudget {
         if wanted == 0 {
             return;
         }
-        // SAFETY: F_DUPFD duplicates stdin's descriptor (or fails) to the lowest free number at
-        // or above `wanted`, which makes the kernel size its table for it; the duplicate is
+        // SAFETY: F_DUPFD_CLOEXEC duplicates stdin's descriptor (or fails) to the lowest free
+        // number at or above `wanted`, which makes the kernel size its table for it; the duplicate is
         // closed at once and nothing else refers to it.
         unsafe {
             let fd = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, wanted as libc::c_int);
