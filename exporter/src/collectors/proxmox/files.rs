@@ -35,6 +35,8 @@ pub(crate) struct BudgetState {
     /// [`FdBudget::balance`].
     rare_files: AtomicUsize,
     refused: AtomicUsize,
+    /// What [`FdBudget::expect`] was told, for [`FdBudget::balance`] before any file exists.
+    expected: AtomicUsize,
 }
 
 impl std::ops::Deref for FdBudget {
@@ -52,6 +54,7 @@ impl FdBudget {
             keep_rare: AtomicBool::new(true),
             rare_files: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            expected: AtomicUsize::new(0),
         }))
     }
 
@@ -62,12 +65,30 @@ impl FdBudget {
     /// once another file was refused one, and keep them again once all of them fit.
     pub(crate) fn balance(&self) {
         let refused = self.refused.swap(0, Ordering::Relaxed);
+        let present = self.in_use() + self.rare_files.load(Ordering::Relaxed);
+        // Before any file exists, only the expectation says what the files will want.
+        let wanted = if present == 0 {
+            self.expected.load(Ordering::Relaxed)
+        } else {
+            present
+        };
         let keep = if refused > 0 {
             false
         } else {
-            self.keeps_rare() || self.in_use() + self.rare_files.load(Ordering::Relaxed) <= self.limit
+            self.keeps_rare() || wanted <= self.limit
         };
         self.keep_rare.store(keep, Ordering::Relaxed);
+    }
+
+    /// Told how many descriptors the files to come will want: when that is beyond the budget,
+    /// rarely read files start without descriptors, instead of taking them first and giving
+    /// them back only after a file read on every collection was refused one (which cost the
+    /// first collections an open and a close per refused file).
+    pub(crate) fn expect(&self, descriptors: usize) {
+        self.expected.store(descriptors, Ordering::Relaxed);
+        if descriptors > self.limit {
+            self.keep_rare.store(false, Ordering::Relaxed);
+        }
     }
 
     fn keeps_rare(&self) -> bool {
@@ -458,6 +479,32 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
         assert!(f.read(&mut buf).unwrap());
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_budget_told_it_is_short_keeps_no_rare_descriptor_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = dir.path().into();
+        std::fs::write(dir.path().join("pids.max"), "max\n").unwrap();
+        let budget = FdBudget::new(10);
+        budget.expect(11);
+        // The first collection balances before it has made any file.
+        budget.balance();
+        let mut rare = KeptFile::rare(&root, "pids.max", &budget);
+        let mut buf = Vec::new();
+        assert!(rare.read(&mut buf).unwrap());
+        assert_eq!(buf, b"max\n");
+        assert_eq!(budget.in_use(), 0);
+        // Once everything fits, rare files keep descriptors again.
+        budget.balance();
+        assert!(rare.read(&mut buf).unwrap());
+        assert_eq!(budget.in_use(), 1);
+        // A budget that can hold what is expected keeps them from the start.
+        let roomy = FdBudget::new(10);
+        roomy.expect(10);
+        let mut rare = KeptFile::rare(&root, "pids.max", &roomy);
+        assert!(rare.read(&mut buf).unwrap());
+        assert_eq!(roomy.in_use(), 1);
     }
 
     /// `FDSize` of /proc/self/status: the slots of this process's descriptor table.

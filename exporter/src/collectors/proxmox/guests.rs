@@ -572,6 +572,7 @@ impl GuestsCollector {
         // has one thread (see FdBudget::reserve_table).
         let running = collector.discover(&mut Vec::new()).len();
         collector.budget.reserve_table(running * DESCRIPTORS_PER_GUEST + 64);
+        collector.budget.expect(running * DESCRIPTORS_PER_GUEST);
         collector
     }
 
