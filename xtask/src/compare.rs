@@ -337,7 +337,15 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         ),
         (
             format!(
-                "idle CPU over {} s, Σ thread schedstat (% of one core)",
+                "idle CPU over {} s, utime+stime (% of one core; ±{})",
+                options.idle_seconds,
+                sig3(tick_ms / 1e3 / idle_s * 100.0)
+            ),
+            sig3(idle.seconds / idle_s * 100.0),
+        ),
+        (
+            format!(
+                "idle CPU over {} s, Σ thread schedstat (% of one core; low when a pool thread exits in the window)",
                 options.idle_seconds
             ),
             sig3(idle.sched_seconds / idle_s * 100.0),
