@@ -620,3 +620,55 @@ fn a_subtree_is_walked_again_when_cgroup_stat_changes_shape() {
     result.unwrap();
     assert_eq!(processes(&snap), before + 1.0);
 }
+
+/// Limits are read again when the guest's config changes (`pct set` writes both), and at least
+/// every eighth collection otherwise (a limit written to cgroupfs directly).
+#[test]
+fn a_changed_limit_is_seen_at_the_next_config_change_or_within_eight_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = synthetic::Spec::new(1);
+    spec.stopped = 0;
+    let host = synthetic::generate(dir.path(), &spec).unwrap();
+    let env = host.environment();
+    let guest = &host.guests[0];
+    let id = guest.vmid.to_string();
+    let cgroup = env.cgroup_path.clone().unwrap().join(format!("lxc/{id}"));
+    let limit = |snap: &Snapshot| {
+        values(
+            snap,
+            "container_spec_memory_limit_bytes",
+            &[("container_id", id.as_str())],
+        )
+    };
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    let before = limit(&snap);
+
+    // Written to cgroupfs only: seen within eight collections.
+    std::fs::write(cgroup.join("memory.max"), "1073741824\n").unwrap();
+    let mut seen_after = None;
+    for n in 1..=8 {
+        let (snap, result) = collect_with(guests.as_mut());
+        result.unwrap();
+        if limit(&snap) == [1073741824.0] {
+            seen_after = Some(n);
+            break;
+        }
+        assert_eq!(limit(&snap), before, "collection {n}: the last value read, repeated");
+    }
+    assert!(
+        seen_after.is_some(),
+        "memory.max written directly not seen in 8 collections"
+    );
+
+    // With the config: at the next collection.
+    std::fs::write(cgroup.join("memory.max"), "2147483648\n").unwrap();
+    let conf = env.pve_path.join(format!("lxc/{id}.conf"));
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("memory: 2048\n");
+    std::fs::write(&conf, text).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(limit(&snap), [2147483648.0]);
+}

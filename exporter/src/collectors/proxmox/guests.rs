@@ -90,8 +90,8 @@ struct Guest {
     walk_due: u32,
     /// Limit series of the last limit read, repeated until the next one.
     limits: Vec<(Id, f64)>,
-    /// Collections until the limit files are read again.
-    limits_due: u32,
+    /// Collections until the limit files are read again; `None` before the first read.
+    limits_due: Option<u32>,
     /// The guest config's stamp at the last limit read: Proxmox changes limits (`pct set`,
     /// `qm set`) by writing the config, so a new stamp means new limits.
     config_stamp: Option<Stamp>,
@@ -158,7 +158,7 @@ impl Guest {
             walked_shape: None,
             walk_due: 0,
             limits: Vec::new(),
-            limits_due: 0,
+            limits_due: None,
             config_stamp: None,
             dir: shared,
         }
@@ -231,7 +231,7 @@ impl Guest {
         self.walked_shape = None;
         self.walk_due = 0;
         self.limits.clear();
-        self.limits_due = 0;
+        self.limits_due = None;
     }
 }
 
@@ -1306,13 +1306,16 @@ impl Collector for GuestsCollector {
                 self.staged.samples.clear();
                 let mut guest_errors = Vec::new();
                 let stamp = self.configs.get(&key).map(|c| c.stamp);
-                let read_limits = guest.limits_due == 0 || guest.config_stamp != stamp;
+                let read_limits = guest.limits_due.is_none_or(|due| due == 0) || guest.config_stamp != stamp;
                 guest.config_stamp = stamp;
-                guest.limits_due = if read_limits {
-                    LIMITS_EVERY - 1
-                } else {
-                    guest.limits_due - 1
-                };
+                guest.limits_due = Some(match guest.limits_due {
+                    // After the first read, guests found together (all of them at start) read
+                    // their limits in different collections, spread by vmid, instead of all in
+                    // every eighth.
+                    None => key.1 % LIMITS_EVERY,
+                    Some(_) if read_limits => LIMITS_EVERY - 1,
+                    Some(due) => due - 1,
+                });
                 let scratch = Scratch {
                     buf: &mut self.buf,
                     pids: &mut self.pids,
