@@ -390,11 +390,7 @@ impl EbpfRuntime {
             None
         };
         for (name, tracepoint) in BTF_TRACEPOINTS {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| missing("program", name))?
-                .try_into()
-                .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
+            let program: &mut BtfTracePoint = typed_program(&mut ebpf, name)?;
             program
                 .load(tracepoint, &kernel_btf)
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
@@ -403,11 +399,7 @@ impl EbpfRuntime {
             })?;
         }
         for (name, tracepoint) in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| missing("program", name))?
-                .try_into()
-                .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
+            let program: &mut RawTracePoint = typed_program(&mut ebpf, name)?;
             program
                 .load()
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
@@ -416,11 +408,7 @@ impl EbpfRuntime {
             })?;
         }
         for name in [SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM] {
-            let program: &mut CgroupSkb = ebpf
-                .program_mut(name)
-                .ok_or_else(|| missing("program", name))?
-                .try_into()
-                .map_err(|e| EbpfUnavailable::from_error(name, &e))?;
+            let program: &mut CgroupSkb = typed_program(&mut ebpf, name)?;
             program
                 .load()
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
@@ -700,6 +688,17 @@ impl EbpfRuntime {
         }
         counters_from_words(&sum)
     }
+}
+
+/// The program `name` of the loaded object, as its kind `T` (a tracepoint, a cgroup_skb...).
+fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, EbpfUnavailable>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut T, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| missing("program", name))?
+        .try_into()
+        .map_err(|e| EbpfUnavailable::from_error(name, &e))
 }
 
 fn missing(what: &str, name: &str) -> EbpfUnavailable {
