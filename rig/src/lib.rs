@@ -6,6 +6,17 @@
 //! look). Everything the rig creates is its own (its lxcpath, cgroups, bridge, devices, files)
 //! and is removed on drop, also on failure.
 
+pub mod cgroups;
+pub mod command;
 pub mod exposition;
 pub mod http;
+pub mod ledger;
+pub mod lxc;
+pub mod lxcfs;
+pub mod net;
+pub mod pve;
+pub mod qemu;
 pub mod report;
+pub mod rig;
+pub mod rootfs;
+pub mod truth;

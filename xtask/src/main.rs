@@ -5,6 +5,8 @@
 //! - `cargo xtask test`: installs what is missing (including the test peers: Prometheus,
 //!   promtool, node_exporter) and runs the whole suite: fmt, clippy, tests.
 //! - `cargo xtask setup`: only installs.
+//! - `cargo xtask rig up|down|status [DIR]`: the real-guest rig (real LXC containers and QEMU
+//!   guests laid out as Proxmox VE lays them out), for a person who wants to look.
 //!
 //! Installation is idempotent: each step checks first and installs only what is absent.
 
@@ -14,6 +16,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 mod compare;
+mod rig;
 mod setup;
 
 fn workspace_root() -> PathBuf {
@@ -45,8 +48,9 @@ fn main() -> ExitCode {
         Some("run") => run_exporter(&args[1..]),
         Some("test") => test(),
         Some("compare") => compare::run(&args[1..]),
+        Some("rig") => rig::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test>");
+            eprintln!("usage: cargo xtask <setup|run|test|compare|rig>");
             return ExitCode::from(2);
         }
     };

@@ -96,6 +96,20 @@ fn ebpf_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the real-guest rig (crate `guest-rig`, exporter/tests/real_guests.rs) runs: LXC with
+/// lxcfs and the busybox template, QEMU, debootstrap for the Debian guest, and the tools that
+/// make its raw image and loop device.
+pub(crate) const RIG_PACKAGES: &[&str] = &[
+    "lxc",
+    "lxcfs",
+    "busybox-static",
+    "bridge-utils",
+    "qemu-system-x86",
+    "debootstrap",
+    "e2fsprogs",
+    "mount",
+];
+
 /// Installs what `run` needs, and with `for_tests` what the test suite needs too.
 pub fn all(for_tests: bool) -> anyhow::Result<()> {
     ebpf_toolchain()?;
@@ -107,7 +121,10 @@ pub fn all(for_tests: bool) -> anyhow::Result<()> {
             "util-linux",
             "iputils-ping",
             "systemd",
+            // exporter/tests/ebpf_binary.rs proves --check-config and --once make no bpf() call.
+            "strace",
         ])?;
+        apt_install(RIG_PACKAGES)?;
         if !succeeds("rustup", &["component", "list", "--installed"]) {
             anyhow::bail!("rustup is required");
         }
