@@ -20,3 +20,4 @@ pub mod report;
 pub mod rig;
 pub mod rootfs;
 pub mod truth;
+pub mod vm;

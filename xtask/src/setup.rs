@@ -108,6 +108,10 @@ pub(crate) const RIG_PACKAGES: &[&str] = &[
     "debootstrap",
     "e2fsprogs",
     "mount",
+    // The pure cgroup v2 VM (exporter/tests/real_guests_cgroup2.rs): xz unpacks Debian's
+    // kernel image, binutils' strip keeps debug info out of the initramfs.
+    "xz-utils",
+    "binutils",
 ];
 
 /// Installs what `run` needs, and with `for_tests` what the test suite needs too.

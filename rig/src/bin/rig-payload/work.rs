@@ -1,0 +1,179 @@
+//! The guests' workloads (roles of the payload binary, each started inside a guest's cgroup)
+//! and the one way the orchestrator starts them: joined to a cgroup and, for a container, to a
+//! network namespace before `exec`, so that every task of the workload is the guest's from its
+//! first instruction.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The network namespace a workload runs in.
+#[derive(Debug, Clone, Copy)]
+pub enum Netns {
+    /// The VM's own (the "host" of the guests).
+    Host,
+    /// A new one, created by `unshare` before exec (a container's init).
+    New,
+}
+
+/// Starts `/rig-payload <role> <args>` inside cgroup `cgroup` (a directory of the cgroup2 tree).
+pub fn spawn(cgroup: &Path, netns: Netns, role: &str, args: &[&str]) -> anyhow::Result<Child> {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .with_context(|| format!("opening {}/cgroup.procs", cgroup.display()))?;
+    let namespace: Option<OwnedFd> = None;
+    let new_netns = matches!(netns, Netns::New);
+    let procs_fd = procs.as_raw_fd();
+    let namespace_fd = namespace.as_ref().map(|f| f.as_raw_fd());
+    let mut command = Command::new(guest_rig::vm::PAYLOAD_PATH);
+    command.arg(role).args(args).stdin(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
+    // calls (write, unshare, setns) on descriptors opened before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            // "0" moves the writing task: the child itself, before it runs anything else.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if new_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = namespace_fd
+                && libc::setns(fd, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {role} in {}", cgroup.display()))?;
+    drop(procs);
+    drop(namespace);
+    Ok(child)
+}
+
+/// Runs one role to its end (or forever, for the long-lived ones).
+pub fn run_role(role: &str, args: &[String]) -> anyhow::Result<()> {
+    let arg = |i: usize| -> anyhow::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .with_context(|| format!("{role} needs argument {}", i + 1))
+    };
+    match role {
+        "sleep" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "burn" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        "noop" => Ok(()),
+        "children" => {
+            let n: usize = arg(0)?.parse()?;
+            for _ in 0..n {
+                let status = Command::new(guest_rig::vm::PAYLOAD_PATH).arg("noop").status()?;
+                if !status.success() {
+                    bail!("noop child exited with {status}");
+                }
+            }
+            Ok(())
+        }
+        "hog" => hog(arg(0)?.parse()?),
+        "io" => block_io(Path::new(arg(0)?), arg(1)?.parse()?),
+        "udp-send" => udp_send(arg(0)?, arg(1)?.parse()?, arg(2)?.parse()?),
+        other => bail!("unknown role {other}"),
+    }
+}
+
+/// Touches `mib` MiB of anonymous memory, page by page; under a smaller memory.max (and no
+/// room in swap) the OOM killer ends it. Returning is a failure: the limit did not hold.
+fn hog(mib: usize) -> anyhow::Result<()> {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        chunks.push(std::hint::black_box(chunk));
+    }
+    bail!("touched {mib} MiB without being killed")
+}
+
+/// Writes then reads `blocks` blocks of 4 KiB at the start of `device` with O_DIRECT (one bio
+/// each, no page cache), so that the guest's io.stat counts exactly this IO.
+fn block_io(device: &Path, blocks: usize) -> anyhow::Result<()> {
+    const BLOCK: usize = 4096;
+    let path = CString::new(device.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("opening {}", device.display()));
+    }
+    let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK)?;
+    // SAFETY: non-zero size; freed below with the same layout.
+    let buffer = unsafe { std::alloc::alloc_zeroed(layout) };
+    let result = (|| {
+        for i in 0..blocks {
+            // SAFETY: buffer is BLOCK bytes, aligned as O_DIRECT requires.
+            let n = unsafe { libc::pwrite(fd, buffer.cast(), BLOCK, (i * BLOCK) as i64) };
+            if n != BLOCK as isize {
+                bail!("write {i}: {}", std::io::Error::last_os_error());
+            }
+        }
+        for i in 0..blocks {
+            // SAFETY: as above.
+            let n = unsafe { libc::pread(fd, buffer.cast(), BLOCK, (i * BLOCK) as i64) };
+            if n != BLOCK as isize {
+                bail!("read {i}: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: allocated above with this layout; fd is ours.
+    unsafe {
+        std::alloc::dealloc(buffer, layout);
+        libc::close(fd);
+    }
+    result
+}
+
+/// Sends `count` datagrams of `size` bytes to `address`.
+fn udp_send(address: &str, count: usize, size: usize) -> anyhow::Result<()> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let payload = vec![0x5au8; size];
+    for _ in 0..count {
+        socket
+            .send_to(&payload, address)
+            .with_context(|| format!("sending to {address}"))?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to a cgroup or proc file (one write, as the kernel expects).
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {text:?} to {}", path.display()))
+}
+
+pub fn read(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(text)
+}
