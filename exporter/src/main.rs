@@ -3,21 +3,18 @@
 use std::process::ExitCode;
 
 use metrics_exporter::config::{RawConfig, VARIABLES, validate};
+use metrics_exporter::run::Purpose;
 use metrics_exporter::{collectors, run};
-
-enum Mode {
-    Serve,
-    Once,
-    CheckConfig,
-}
 
 fn help() -> String {
     let mut text = String::from(
         "metrics-exporter: Prometheus and OTLP metrics for Proxmox VE hosts, LXC containers and Linux hosts\n\n\
          Usage: metrics-exporter [--once | --check-config | --version | --help]\n\n\
          (no argument)   serve /metrics, /health, /status, /collectors and POST /collect\n\
-         --once          run one collection and print it as Prometheus text\n\
-         --check-config  print the effective configuration and the detected platform as JSON\n\
+         --once          run one collection and print it as Prometheus text (no eBPF: one\n\
+                         collection has no window to count over)\n\
+         --check-config  print the effective configuration, the detected platform and what\n\
+                         the service would do with eBPF as JSON, without touching the kernel\n\
          --version       print the version\n\n\
          Configuration is read from the environment:\n\n",
     );
@@ -51,10 +48,10 @@ fn configure_allocator() {
 fn main() -> ExitCode {
     configure_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => Mode::Serve,
-        ["--once"] => Mode::Once,
-        ["--check-config"] => Mode::CheckConfig,
+    let purpose = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Purpose::Serve,
+        ["--once"] => Purpose::Once,
+        ["--check-config"] => Purpose::CheckConfig,
         ["--version" | "-V"] => {
             println!("metrics-exporter {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -76,7 +73,7 @@ fn main() -> ExitCode {
         }
     };
     run::init_logging(&config);
-    let prepared = match run::prepare(config) {
+    let prepared = match run::prepare(config, purpose) {
         Ok(prepared) => prepared,
         Err(e) => {
             eprintln!("metrics-exporter: {e:#}");
@@ -84,13 +81,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if is_config { 2 } else { 1 });
         }
     };
-    match mode {
-        Mode::CheckConfig => {
+    match purpose {
+        Purpose::CheckConfig => {
             let report = run::check_config_report(&prepared);
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Mode::Once => {
+        Purpose::Once => {
             let (text, any_success) = run::once(prepared);
             print!("{text}");
             if any_success {
@@ -99,7 +96,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Mode::Serve => {
+        Purpose::Serve => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .max_blocking_threads(8)

@@ -252,3 +252,101 @@ fn damaged_files_fail_their_collector_only() {
     assert!(stderr.contains("proc/net/dev"), "{stderr}");
     assert!(stderr.contains("cpu.stat"), "{stderr}");
 }
+
+#[test]
+fn text_logs_carry_no_colour_codes_into_a_pipe() {
+    // Every collector fails here, so the run logs warnings; stderr is a pipe, not a terminal.
+    let env = vec![
+        ("PROC_PATH".to_string(), "/nonexistent-proc".to_string()),
+        ("PLATFORM".to_string(), "host".to_string()),
+        ("ENABLED_COLLECTORS".to_string(), "memory,load".to_string()),
+        ("EBPF".to_string(), "off".to_string()),
+        ("LOG_FORMAT".to_string(), "text".to_string()),
+        ("LOG_LEVEL".to_string(), "debug".to_string()),
+    ];
+    let out = run(&["--once"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("nonexistent-proc"),
+        "expected the failures to be logged as text:\n{stderr}"
+    );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "ANSI escape codes in a piped log:\n{stderr:?}"
+    );
+}
+
+#[test]
+fn check_config_says_what_the_service_would_do_with_ebpf() {
+    // Inside a container no collector counts per guest: nothing to load for.
+    let env = with(fixture_env("lxc-container", "auto"), "EBPF", "auto");
+    let out = run(&["--check-config"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ebpf = &report["ebpf"];
+    assert_eq!(ebpf["mode"], "auto", "{ebpf}");
+    assert_eq!(ebpf["would_load"], false, "{ebpf}");
+    assert_eq!(ebpf["kind"], "not_needed", "{ebpf}");
+    assert_eq!(ebpf["start_would_fail"], false, "{ebpf}");
+
+    // A Proxmox host with the guests collector, but EBPF=off.
+    let env = with(
+        with(fixture_env("proxmox-host", "proxmox"), "ENABLED_COLLECTORS", "guests"),
+        "EBPF",
+        "off",
+    );
+    let out = run(&["--check-config"], &env);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ebpf"]["would_load"], false);
+    assert_eq!(report["ebpf"]["kind"], "disabled");
+    assert_eq!(report["ebpf"]["reason"], "EBPF=off");
+}
+
+#[test]
+fn check_config_in_a_user_namespace_says_the_kernel_would_refuse() {
+    let userns = Command::new("unshare")
+        .args(["-U", "-r", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("unprivileged user namespaces (unshare -U -r)", userns) {
+        return;
+    }
+    let env = with(
+        with(fixture_env("proxmox-host", "proxmox"), "ENABLED_COLLECTORS", "guests"),
+        "EBPF",
+        "on",
+    );
+    let out = Command::new("unshare")
+        .args(["-U", "-r"])
+        .arg(binary())
+        .arg("--check-config")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ebpf = &report["ebpf"];
+    assert_eq!(ebpf["mode"], "on", "{ebpf}");
+    assert_eq!(ebpf["would_load"], false, "{ebpf}");
+    assert_eq!(ebpf["kind"], "permission_denied", "{ebpf}");
+    assert!(ebpf["reason"].as_str().unwrap().contains("user namespace"), "{ebpf}");
+    // EBPF=on: the service would refuse to start, and --once refuses now.
+    assert_eq!(ebpf["start_would_fail"], true, "{ebpf}");
+    let once = Command::new("unshare")
+        .args(["-U", "-r"])
+        .arg(binary())
+        .arg("--once")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert_eq!(once.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&once.stderr);
+    assert!(
+        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("user namespace"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The served binary in Proxmox mode over test-created guest cgroups on this kernel: with eBPF
 //! loaded (as root, and as a non-root user holding only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)
 //! it serves the eBPF-only guest series with exact task counts; inside `unshare -U -r` it falls
-//! back to cgroupfs with the reason, and with EBPF=on it refuses to start.
+//! back to cgroupfs with the reason, and with EBPF=on it refuses to start. `--once` and
+//! `--check-config` make no bpf() call at all (strace), and `--once` has no eBPF series.
 //! Needs root; in CI (CI=true) a missing privilege fails the test.
 
 mod common;
@@ -214,18 +215,220 @@ fn user_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
     );
     drop(exporter);
 
-    let out = Command::new("unshare")
+    // The service with EBPF=on tries, is refused by the kernel, and does not start.
+    let mut command = Command::new("unshare");
+    command
         .args(["-U", "-r"])
         .arg(binary())
-        .arg("--once")
         .env("EBPF", "on")
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("METRICS_PORT", free_port().to_string())
         .envs(guest.env(pve.path()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (status, stderr) = run_bounded(command, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("errno 1"),
         "{stderr}"
+    );
+}
+
+/// Runs a command that should exit by itself; kills it (and fails) after `limit`.
+fn run_bounded(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    wait_bounded(&mut command.spawn().unwrap(), limit)
+}
+
+/// SIGKILLs a process we started (through strace) when dropped, also on failure: a tracer that
+/// dies detaches its tracee, which would keep running.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid of our own grandchild (a reaped pid is not reused while the
+        // test still holds strace, its parent, unreaped).
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// Waits for a child that should exit by itself, with its stderr; kills it (and fails) after
+/// `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                e.read_to_string(&mut stderr).ok();
+            }
+            return (status, stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `strace -f -e trace=bpf -o <file>` around the binary: the bpf() calls the process makes.
+struct BpfTrace {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl BpfTrace {
+    fn new() -> BpfTrace {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bpf.trace");
+        BpfTrace { _dir: dir, file }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-e", "trace=bpf", "-o"])
+            .arg(&self.file)
+            .arg(binary())
+            .args(args);
+        command
+    }
+
+    /// The traced bpf() calls (strace writes one `bpf(BPF_...` line per call).
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.file)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("bpf("))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn env_with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+    env
+}
+
+#[test]
+fn check_config_and_once_make_no_bpf_call_while_the_service_does() {
+    let _serial = serial();
+    if !privileged() || !require_command("strace") {
+        return;
+    }
+    let guest = Guest::new("nobpf", 903, 0);
+    let pve = tempfile::tempdir().unwrap();
+    let env = env_with(guest.env(pve.path()), "EBPF", "auto");
+
+    // Control: the service under the same tracer makes bpf() calls (it loads the programs).
+    let serve = BpfTrace::new();
+    let mut exporter = Exporter::start_with(serve.command(&[]), &env);
+    let status = exporter.get("/status").json();
+    assert_eq!(
+        status["exporter"]["components"]["ebpf"]["state"]["enabled"], true,
+        "{}",
+        status["exporter"]
+    );
+    // SIGTERM to the exporter itself (strace's child): strace then exits with it. Signalling
+    // strace instead would detach it and leave the exporter running.
+    let strace_pid = exporter.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children")).unwrap();
+    let exporter_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let guard = KillOnDrop(exporter_pid);
+    // SAFETY: kill with a pid read from our own child's children and a valid signal.
+    unsafe { libc::kill(exporter_pid, libc::SIGTERM) };
+    let (status, _) = wait_bounded(&mut exporter.child, Duration::from_secs(15));
+    std::mem::forget(guard);
+    assert!(status.success(), "{status}");
+    assert!(!serve.calls().is_empty(), "the tracer saw no bpf() call of the service");
+
+    let check = BpfTrace::new();
+    let out = check
+        .command(&["--check-config"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = check.calls();
+    assert!(
+        calls.is_empty(),
+        "--check-config made {} bpf() calls, the first: {}",
+        calls.len(),
+        calls[0]
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ebpf = &report["ebpf"];
+    assert_eq!(ebpf["mode"], "auto", "{ebpf}");
+    // Root on this kernel: the service just loaded them, so the plan says it would.
+    assert_eq!(ebpf["would_load"], true, "{ebpf}");
+    assert!(ebpf["reason"].is_string(), "{ebpf}");
+
+    let once = BpfTrace::new();
+    let out = once
+        .command(&["--once"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = once.calls();
+    assert!(
+        calls.is_empty(),
+        "--once made {} bpf() calls, the first: {}",
+        calls.len(),
+        calls[0]
+    );
+}
+
+#[test]
+fn once_exports_no_ebpf_counters_and_says_why() {
+    let _serial = serial();
+    if !privileged() {
+        return;
+    }
+    let guest = Guest::new("once", 904, 0);
+    let pve = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .arg("--once")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EBPF", "auto")
+        .envs(guest.env(pve.path()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = parse_exposition(&text);
+    let labels = [("container_id", "904"), ("type", "lxc")];
+    // The cgroupfs series are there...
+    assert!(
+        value(&series, "container_cpu_usage_seconds_total", &labels).is_some(),
+        "{text}"
+    );
+    // ...and no eBPF-only series, which would be 0 after no observation window.
+    for absent in [
+        "container_tasks_forked_total",
+        "container_tasks_execs_total",
+        "container_tasks_exits_total",
+        "container_runqueue_latency_seconds_count",
+    ] {
+        assert!(!names(&series).contains(absent), "{absent} in --once output:\n{text}");
+    }
+    let enabled = series
+        .iter()
+        .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
+        .expect("metrics_exporter_ebpf_enabled");
+    assert_eq!(enabled.2, 0.0);
+    assert!(enabled.1["reason"].contains("--once"), "{:?}", enabled.1);
+    assert!(
+        series
+            .iter()
+            .any(|s| s.0 == "metrics_exporter_build_info" && s.1["ebpf"] == "no")
     );
 }

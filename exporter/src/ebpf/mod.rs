@@ -67,6 +67,9 @@ pub enum UnavailableKind {
     /// No collector that would use them is enabled (the programs count per guest, and only
     /// the `guests` collector discovers guests): not loaded, so they cost nothing.
     NotNeeded,
+    /// `--once` or `--check-config`: a run without an observation window (and, for the
+    /// report, without touching the kernel), so the programs are not loaded.
+    NoObservationWindow,
     /// The kernel refused: EPERM or EACCES (no CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN, a user
     /// namespace, `kernel.unprivileged_bpf_disabled`).
     PermissionDenied,
