@@ -1,14 +1,23 @@
-//! The run inside the VM: cgroup2 controllers down the tree, the guests (container 101 in
-//! `lxc/101/ns`, "VM" 200 in `qemu.slice/200.scope`), the Proxmox config tree, the exporter,
-//! and the comparison of its values with the payload's own reads of the raw files.
+//! The run inside the VM: cgroup2 controllers down the tree; container 101 (`lxc/101/ns`, its
+//! own network namespace, `veth101i0` on bridge `vmbr0`, limits on `lxc/101` as `pct set`
+//! writes them), container 102 (the one that stops and starts again) and "VM" 200 (a process in
+//! `qemu.slice/200.scope`); real block IO, traffic, an OOM kill and task churn inside them; the
+//! Proxmox config tree; the exporter in host mode with eBPF; and the comparison of each value it
+//! exported with the payload's own reads of the raw files ([`guest_rig::truth`]), read just
+//! before and just after the collection that produced it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use guest_rig::cgroups::{Hierarchies, Limits};
 use guest_rig::exposition::{Series, parse_exposition, value};
+use guest_rig::http;
+use guest_rig::pve::{self, GuestConfig, Net};
 use guest_rig::report::{Expect, Report};
-use guest_rig::vm::EXPORTER_PATH;
+use guest_rig::truth::{self, CgroupTruth, NetCounters};
+use guest_rig::vm::{EXPORTER_PATH, SCRATCH_DISK};
 
 use crate::work::{self, Netns, read, write};
 
@@ -16,6 +25,18 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const PVE_PATH: &str = "/etc/pve";
 const NODE: &str = "pve1";
 const CONTROLLERS: &str = "+cpuset +cpu +io +memory +pids";
+const BRIDGE: &str = "vmbr0";
+const BRIDGE_ADDRESS: &str = "10.99.0.1";
+const CT_ADDRESS: &str = "10.99.0.101";
+const METRICS_ADDRESS: &str = "127.0.0.1:9100";
+
+/// Blocks of 4 KiB the container writes and reads back with O_DIRECT.
+const IO_BLOCKS: usize = 256;
+/// Datagrams (and their size) the container sends to the bridge address and receives back.
+const DATAGRAMS: usize = 50;
+const DATAGRAM_BYTES: usize = 1000;
+/// Processes the container forks (each execs and exits) while the exporter's eBPF runs.
+const CHILDREN: usize = 5;
 
 /// Creates `relative` and its parents, enabling every controller in each parent's
 /// `cgroup.subtree_control` on the way down (as systemd and pve-lxc-syscalld leave it).
@@ -31,92 +52,177 @@ fn make_cgroup(relative: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn raw_u64(path: &Path) -> anyhow::Result<u64> {
-    let text = read(path)?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("{} holds {text:?}, not a number", path.display()))
+/// A flat-keyed file's `key` (memory.events, memory.events.local).
+fn flat(path: &Path, key: &str) -> anyhow::Result<u64> {
+    truth::parse_flat(&read(path)?)
+        .get(key)
+        .copied()
+        .with_context(|| format!("{} has no {key}", path.display()))
 }
 
-/// Distinct PIDs in `cgroup.procs` of `dir` and every cgroup below it.
-fn processes_below(dir: &Path) -> anyhow::Result<usize> {
-    let mut pids = std::collections::BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for line in read(&dir.join("cgroup.procs"))?.lines() {
-            pids.insert(line.trim().to_owned());
-        }
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                stack.push(entry.path());
-            }
-        }
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("starting ip")?;
+    if !output.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    Ok(pids.len())
+    Ok(())
 }
 
-/// The Proxmox cluster filesystem of a standalone node `pve1` with its guests, as pmxcfs
-/// shows it: `nodes/<node>/{lxc,qemu-server}/<vmid>.conf`, the `lxc`, `qemu-server` and
-/// `local` symlinks, `.members`, `.vmlist`, `.version`.
-fn write_pve_tree(containers: &[(u32, String)], vms: &[(u32, String)]) -> anyhow::Result<()> {
-    let root = Path::new(PVE_PATH);
-    let node = root.join("nodes").join(NODE);
-    std::fs::create_dir_all(node.join("lxc"))?;
-    std::fs::create_dir_all(node.join("qemu-server"))?;
-    for (link, target) in [
-        ("local", format!("nodes/{NODE}")),
-        ("lxc", format!("nodes/{NODE}/lxc")),
-        ("qemu-server", format!("nodes/{NODE}/qemu-server")),
-    ] {
-        std::os::unix::fs::symlink(target, root.join(link))?;
+/// `ip` inside the network namespace of `pid` (busybox nsenter, then iproute2).
+fn ip_in(pid: u32, args: &[&str]) -> anyhow::Result<()> {
+    let pid = pid.to_string();
+    let mut full = vec!["-t", pid.as_str(), "-n", "ip"];
+    full.extend(args);
+    let output = Command::new("nsenter")
+        .args(&full)
+        .output()
+        .context("starting nsenter")?;
+    if !output.status.success() {
+        bail!(
+            "nsenter {} failed: {}",
+            full.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    let mut ids = Vec::new();
-    for (vmid, conf) in containers {
-        std::fs::write(node.join(format!("lxc/{vmid}.conf")), conf)?;
-        ids.push(format!(
-            "\"{vmid}\": {{ \"node\": \"{NODE}\", \"type\": \"lxc\", \"version\": 1 }}"
-        ));
+    Ok(())
+}
+
+/// One guest: its cgroup, its processes (killed when the VM powers off).
+struct Guest {
+    vmid: u32,
+    kind: &'static str,
+    relative: String,
+    dir: PathBuf,
+    processes: Vec<Child>,
+}
+
+impl Guest {
+    fn label(&self) -> String {
+        format!("{}/{}", self.kind, self.vmid)
     }
-    for (vmid, conf) in vms {
-        std::fs::write(node.join(format!("qemu-server/{vmid}.conf")), conf)?;
-        ids.push(format!(
-            "\"{vmid}\": {{ \"node\": \"{NODE}\", \"type\": \"qemu\", \"version\": 1 }}"
-        ));
+
+    /// Where its tasks run: `ns` below a container, the scope itself for a VM.
+    fn tasks_dir(&self) -> PathBuf {
+        if self.kind == "lxc" {
+            self.dir.join("ns")
+        } else {
+            self.dir.clone()
+        }
     }
-    std::fs::write(
-        root.join(".vmlist"),
-        format!("{{\n\"version\": 3,\n\"ids\": {{\n{}}}\n\n}}\n", ids.join(",\n")),
+
+    fn container(cgroups: &Hierarchies, vmid: u32, limits: Limits) -> anyhow::Result<Guest> {
+        let relative = format!("lxc/{vmid}");
+        let dir = make_cgroup(&relative)?;
+        make_cgroup(&format!("{relative}/ns"))?;
+        limits.apply(cgroups, &relative)?;
+        let mut guest = Guest {
+            vmid,
+            kind: "lxc",
+            relative,
+            dir,
+            processes: Vec::new(),
+        };
+        // The container's init: its own network namespace, sleeping.
+        guest.start(Netns::New, "sleep", &[])?;
+        Ok(guest)
+    }
+
+    fn vm(cgroups: &Hierarchies, vmid: u32, limits: Limits) -> anyhow::Result<Guest> {
+        let relative = format!("qemu.slice/{vmid}.scope");
+        let dir = make_cgroup(&relative)?;
+        limits.apply(cgroups, &relative)?;
+        Ok(Guest {
+            vmid,
+            kind: "qemu",
+            relative,
+            dir,
+            processes: Vec::new(),
+        })
+    }
+
+    fn init_pid(&self) -> u32 {
+        self.processes[0].id()
+    }
+
+    fn start(&mut self, netns: Netns, role: &str, args: &[&str]) -> anyhow::Result<()> {
+        let child = work::spawn(&self.tasks_dir(), netns, role, args)?;
+        self.processes.push(child);
+        Ok(())
+    }
+
+    /// Runs a role in the guest to its end; its exit status.
+    fn run(&self, netns: Netns, role: &str, args: &[&str]) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(work::spawn(&self.tasks_dir(), netns, role, args)?.wait()?)
+    }
+
+    /// Stops every process and removes the cgroups, as `pct stop` leaves a host.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        for child in &mut self.processes {
+            child.kill()?;
+            child.wait()?;
+        }
+        self.processes.clear();
+        if self.kind == "lxc" {
+            std::fs::remove_dir(self.dir.join("ns"))?;
+        }
+        std::fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+
+    fn netns(&self) -> Netns {
+        if self.kind == "lxc" {
+            Netns::Of(self.init_pid())
+        } else {
+            Netns::Host
+        }
+    }
+}
+
+/// The container's network: `veth<vmid>i0` on the bridge, its peer `eth0` in the container's
+/// namespace with a private address (nothing is routed anywhere).
+fn connect(guest: &Guest) -> anyhow::Result<()> {
+    let host = format!("veth{}i0", guest.vmid);
+    let pid = guest.init_pid().to_string();
+    ip(&[
+        "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+    ])?;
+    ip(&["link", "set", &host, "master", BRIDGE, "up"])?;
+    ip_in(
+        guest.init_pid(),
+        &["addr", "add", &format!("{CT_ADDRESS}/24"), "dev", "eth0"],
     )?;
-    std::fs::write(
-        root.join(".members"),
-        format!("{{\n\"nodename\": \"{NODE}\",\n\"version\": 0\n}}\n"),
-    )?;
-    std::fs::write(
-        root.join(".version"),
-        "{\n\"starttime\": 1764900000,\n\"clinfo\": 0,\n\"vmlist\": 3\n}\n",
-    )?;
+    ip_in(guest.init_pid(), &["link", "set", "eth0", "up"])?;
+    ip_in(guest.init_pid(), &["link", "set", "lo", "up"])?;
     Ok(())
 }
 
 /// The exporter's environment: Proxmox host mode over the VM's real files.
-fn exporter_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("PLATFORM", "proxmox"),
-        ("PROC_PATH", "/proc"),
-        ("SYS_PATH", "/sys"),
-        ("CGROUP_PATH", CGROUP_ROOT),
-        ("PVE_PATH", PVE_PATH),
-        ("LOG_LEVEL", "warn"),
-    ]
+fn exporter_command() -> Command {
+    let mut command = Command::new(EXPORTER_PATH);
+    command
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PLATFORM", "proxmox")
+        .env("PROC_PATH", "/proc")
+        .env("SYS_PATH", "/sys")
+        .env("CGROUP_PATH", CGROUP_ROOT)
+        .env("PVE_PATH", PVE_PATH)
+        .env("EBPF", "on")
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null());
+    command
 }
 
 fn once() -> anyhow::Result<Vec<Series>> {
-    let output = Command::new(EXPORTER_PATH)
+    let output = exporter_command()
         .arg("--once")
-        .env_clear()
-        .envs(exporter_env())
-        .env("EBPF", "off")
         .output()
         .context("starting the exporter")?;
     if !output.status.success() {
@@ -129,45 +235,623 @@ fn once() -> anyhow::Result<Vec<Series>> {
     Ok(parse_exposition(&String::from_utf8_lossy(&output.stdout)))
 }
 
+/// The exporter serving on loopback; collections only when asked (POST /collect), so that the
+/// payload's reads bracket exactly one collection.
+struct Exporter {
+    child: Child,
+    address: std::net::SocketAddr,
+}
+
+impl Exporter {
+    fn start() -> anyhow::Result<Exporter> {
+        let address: std::net::SocketAddr = METRICS_ADDRESS.parse()?;
+        let child = exporter_command()
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("METRICS_PORT", address.port().to_string())
+            .env("COLLECTION_INTERVAL", "3600")
+            .spawn()
+            .context("starting the exporter")?;
+        let mut exporter = Exporter { child, address };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = exporter.child.try_wait()? {
+                bail!("the exporter exited at start with {status}");
+            }
+            if http::get(address, "/metrics").is_ok_and(|r| r.status == 200) {
+                return Ok(exporter);
+            }
+            if Instant::now() > deadline {
+                bail!("the exporter did not serve /metrics within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn collect(&self) -> anyhow::Result<()> {
+        let response = http::request(self.address, "POST", "/collect", &[])?;
+        if response.status != 200 {
+            bail!("POST /collect answered {}: {}", response.status, response.text());
+        }
+        Ok(())
+    }
+
+    fn scrape(&self) -> anyhow::Result<Vec<Series>> {
+        let response = http::get(self.address, "/metrics")?;
+        if response.status != 200 {
+            bail!("GET /metrics answered {}", response.status);
+        }
+        Ok(parse_exposition(&response.text()))
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything the payload reads around one collection.
+struct Reads {
+    guests: Vec<CgroupTruth>,
+    host_net: std::collections::BTreeMap<String, NetCounters>,
+    ct_net: std::collections::BTreeMap<String, NetCounters>,
+}
+
+fn read_all(cgroups: &Hierarchies, guests: &[&Guest], container: &Guest) -> Reads {
+    Reads {
+        guests: guests
+            .iter()
+            .map(|g| truth::read_cgroup(cgroups, &g.relative))
+            .collect(),
+        host_net: truth::net_dev(None),
+        ct_net: truth::net_dev(Some(container.init_pid() as i32)),
+    }
+}
+
+/// Pushes checks of one guest's exported series against the reads before and after.
+struct Checker<'a> {
+    report: &'a mut Report,
+    series: &'a [Series],
+    guest: String,
+    labels: Vec<(&'static str, String)>,
+}
+
+impl Checker<'_> {
+    fn exported(&self, name: &str, extra: &[(&str, &str)]) -> Option<f64> {
+        let mut labels: Vec<(&str, &str)> = self.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        labels.extend_from_slice(extra);
+        value(self.series, name, &labels)
+    }
+
+    /// A counter: between the two reads; absent when the file does not have it.
+    fn counter(&mut self, quantity: &str, name: &str, extra: &[(&str, &str)], before: Option<f64>, after: Option<f64>) {
+        let expect = match (before, after) {
+            (Some(b), Some(a)) => Expect::Between(b, a),
+            _ => Expect::Absent,
+        };
+        let exported = self.exported(name, extra);
+        self.report
+            .push(&self.guest, &format!("{quantity} ({name})"), exported, expect);
+    }
+
+    /// A gauge that moves: near the middle of the two reads, within 5 % or their spread.
+    fn gauge(&mut self, quantity: &str, name: &str, before: Option<f64>, after: Option<f64>) {
+        let expect = match (before, after) {
+            (Some(b), Some(a)) => Expect::Near {
+                value: (a + b) / 2.0,
+                relative: 0.05,
+                absolute: (a - b).abs() / 2.0,
+            },
+            _ => Expect::Absent,
+        };
+        let exported = self.exported(name, &[]);
+        self.report
+            .push(&self.guest, &format!("{quantity} ({name})"), exported, expect);
+    }
+
+    /// A limit: the file's value (unchanged between the reads), absent for `max`.
+    fn limit(&mut self, quantity: &str, name: &str, before: Option<f64>, after: Option<f64>) {
+        let expect = match (before, after) {
+            (Some(b), Some(a)) if a == b => Expect::Equal(a),
+            (Some(b), Some(a)) => Expect::Between(b.min(a), b.max(a)),
+            _ => Expect::Absent,
+        };
+        let exported = self.exported(name, &[]);
+        self.report
+            .push(&self.guest, &format!("{quantity} ({name})"), exported, expect);
+    }
+
+    fn expect(&mut self, quantity: &str, name: &str, extra: &[(&str, &str)], expect: Expect) {
+        let exported = self.exported(name, extra);
+        self.report
+            .push(&self.guest, &format!("{quantity} ({name})"), exported, expect);
+    }
+}
+
+fn seconds(usec: Option<u64>) -> Option<f64> {
+    usec.map(|u| u as f64 / 1e6)
+}
+
+fn float(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+/// The cgroupfs checks of one guest.
+fn check_cgroup(c: &mut Checker, b: &CgroupTruth, a: &CgroupTruth, device: &str) {
+    c.counter(
+        "cpu usage",
+        "container_cpu_usage_seconds_total",
+        &[],
+        seconds(b.cpu_usage_usec),
+        seconds(a.cpu_usage_usec),
+    );
+    c.counter(
+        "cpu user",
+        "container_cpu_user_seconds_total",
+        &[],
+        seconds(b.cpu_user_usec),
+        seconds(a.cpu_user_usec),
+    );
+    c.counter(
+        "cpu system",
+        "container_cpu_system_seconds_total",
+        &[],
+        seconds(b.cpu_system_usec),
+        seconds(a.cpu_system_usec),
+    );
+    c.counter(
+        "cfs periods",
+        "container_cpu_cfs_periods_total",
+        &[],
+        float(b.cpu_periods),
+        float(a.cpu_periods),
+    );
+    c.counter(
+        "cfs throttled periods",
+        "container_cpu_cfs_throttled_periods_total",
+        &[],
+        float(b.cpu_throttled_periods),
+        float(a.cpu_throttled_periods),
+    );
+    c.counter(
+        "cfs throttled time",
+        "container_cpu_cfs_throttled_seconds_total",
+        &[],
+        b.cpu_throttled_usec.map(|u| u / 1e6),
+        a.cpu_throttled_usec.map(|u| u / 1e6),
+    );
+    c.limit(
+        "cpu limit",
+        "container_spec_cpu_limit_cores",
+        b.cpu_limit_cores,
+        a.cpu_limit_cores,
+    );
+
+    c.gauge(
+        "memory usage",
+        "container_memory_usage_bytes",
+        float(b.memory_usage),
+        float(a.memory_usage),
+    );
+    let working_set = |t: &CgroupTruth| Some(t.memory_usage?.saturating_sub(t.memory_inactive_file?) as f64);
+    c.gauge(
+        "working set",
+        "container_memory_working_set_bytes",
+        working_set(b),
+        working_set(a),
+    );
+    let gui = |t: &CgroupTruth| Some(t.memory_usage?.saturating_sub(t.memory_file?) as f64);
+    c.gauge(
+        "GUI memory (current - file)",
+        "container_memory_pve_used_bytes",
+        gui(b),
+        gui(a),
+    );
+    c.gauge("swap", "container_memory_swap", float(b.swap), float(a.swap));
+    c.limit(
+        "memory limit",
+        "container_spec_memory_limit_bytes",
+        float(b.memory_limit),
+        float(a.memory_limit),
+    );
+    c.limit(
+        "swap limit",
+        "container_spec_memory_swap_limit_bytes",
+        float(b.swap_limit),
+        float(a.swap_limit),
+    );
+    c.counter(
+        "OOM kills (memory.events, hierarchical)",
+        "container_oom_kills_total",
+        &[],
+        float(b.oom_kills),
+        float(a.oom_kills),
+    );
+
+    for resource in ["cpu", "memory", "io"] {
+        for (kind, word) in [("some", "waiting"), ("full", "stalled")] {
+            let key = (resource.to_owned(), kind.to_owned());
+            c.counter(
+                &format!("{resource} pressure {kind}"),
+                &format!("container_pressure_{resource}_{word}_seconds_total"),
+                &[],
+                seconds(b.pressure.get(&key).copied()),
+                seconds(a.pressure.get(&key).copied()),
+            );
+        }
+    }
+
+    let io = |t: &CgroupTruth, f: fn(&truth::Io) -> u64| t.io.get(device).map(|io| f(io) as f64);
+    let dev = [("device", device)];
+    c.counter(
+        "IO read bytes",
+        "container_fs_reads_bytes_total",
+        &dev,
+        io(b, |i| i.read_bytes),
+        io(a, |i| i.read_bytes),
+    );
+    c.counter(
+        "IO written bytes",
+        "container_fs_writes_bytes_total",
+        &dev,
+        io(b, |i| i.write_bytes),
+        io(a, |i| i.write_bytes),
+    );
+    c.counter(
+        "IO reads",
+        "container_fs_reads_total",
+        &dev,
+        io(b, |i| i.reads),
+        io(a, |i| i.reads),
+    );
+    c.counter(
+        "IO writes",
+        "container_fs_writes_total",
+        &dev,
+        io(b, |i| i.writes),
+        io(a, |i| i.writes),
+    );
+
+    let (low, high) = (b.tasks.min(a.tasks), b.tasks.max(a.tasks));
+    c.counter(
+        "tasks (pids.current)",
+        "container_threads",
+        &[],
+        float(low),
+        float(high),
+    );
+    c.limit(
+        "pids limit",
+        "container_threads_max",
+        float(b.tasks_max),
+        float(a.tasks_max),
+    );
+    let (low, high) = (b.processes.min(a.processes), b.processes.max(a.processes));
+    c.counter(
+        "processes",
+        "container_processes",
+        &[],
+        Some(low as f64),
+        Some(high as f64),
+    );
+}
+
+/// Interface counters of the container in its own view: what `eth0` counted in its namespace,
+/// and the host side `veth<vmid>i0` swapped (host receive is what the guest sent).
+fn check_network(c: &mut Checker, b: &Reads, a: &Reads, host: &str) {
+    let interface = [("interface", "net0")];
+    type Field = fn(&NetCounters) -> u64;
+    let quantities: [(&str, &str, Field, Field); 4] = [
+        (
+            "received bytes",
+            "container_network_receive_bytes_total",
+            |n| n.rx_bytes,
+            |n| n.tx_bytes,
+        ),
+        (
+            "received packets",
+            "container_network_receive_packets_total",
+            |n| n.rx_packets,
+            |n| n.tx_packets,
+        ),
+        (
+            "sent bytes",
+            "container_network_transmit_bytes_total",
+            |n| n.tx_bytes,
+            |n| n.rx_bytes,
+        ),
+        (
+            "sent packets",
+            "container_network_transmit_packets_total",
+            |n| n.tx_packets,
+            |n| n.rx_packets,
+        ),
+    ];
+    for (quantity, name, guest_field, host_field) in quantities {
+        let guest_end = |r: &Reads| r.ct_net.get("eth0").map(|n| guest_field(n) as f64);
+        let host_end = |r: &Reads| r.host_net.get(host).map(|n| host_field(n) as f64);
+        c.counter(
+            &format!("{quantity}, guest end eth0"),
+            name,
+            &interface,
+            guest_end(b),
+            guest_end(a),
+        );
+        c.counter(
+            &format!("{quantity}, host end {host}"),
+            name,
+            &interface,
+            host_end(b),
+            host_end(a),
+        );
+    }
+}
+
+fn guest_checker<'a>(report: &'a mut Report, series: &'a [Series], guest: &Guest) -> Checker<'a> {
+    Checker {
+        report,
+        series,
+        guest: guest.label(),
+        labels: vec![
+            ("container_id", guest.vmid.to_string()),
+            ("type", guest.kind.to_owned()),
+        ],
+    }
+}
+
+fn guest_configs() -> Vec<GuestConfig> {
+    let container = |vmid: u32, nets: Vec<Net>| GuestConfig {
+        vmid,
+        lxc: true,
+        name: format!("ct{vmid}"),
+        memory_mib: 64,
+        swap_mib: Some(32),
+        cores: 1,
+        cpulimit: Some(0.2),
+        nets,
+        tags: vec!["rig".into()],
+        unprivileged: false,
+        rootfs: None,
+    };
+    vec![
+        container(
+            101,
+            vec![Net {
+                mac: "BC:24:11:00:01:01".into(),
+                bridge: BRIDGE.into(),
+                guest_name: Some("eth0".into()),
+                address: Some(CT_ADDRESS.into()),
+            }],
+        ),
+        container(102, vec![]),
+        GuestConfig {
+            vmid: 200,
+            lxc: false,
+            name: "vm200".into(),
+            memory_mib: 128,
+            swap_mib: None,
+            cores: 1,
+            cpulimit: Some(0.3),
+            nets: vec![],
+            tags: vec![],
+            unprivileged: false,
+            rootfs: None,
+        },
+    ]
+}
+
+fn limits_of(config: &GuestConfig) -> Limits {
+    Limits {
+        memory_mib: Some(config.memory_mib),
+        swap_mib: config.swap_mib,
+        cpulimit: config.cpulimit,
+        pids_max: Some(64),
+    }
+}
+
 pub fn run() -> anyhow::Result<Report> {
     let mut report = Report::new("cgroup2");
-    let ct = make_cgroup("lxc/101")?;
-    let ct_ns = make_cgroup("lxc/101/ns")?;
-    write(&ct.join("memory.max"), "67108864")?;
-    let _init = work::spawn(&ct_ns, Netns::New, "sleep", &[])?;
-    let vm = make_cgroup("qemu.slice/200.scope")?;
-    let _vm_process = work::spawn(&vm, Netns::Host, "sleep", &[])?;
-    write_pve_tree(
-        &[(
-            101,
-            "arch: amd64\ncores: 1\nhostname: ct101\nmemory: 64\nswap: 64\nostype: debian\n".into(),
-        )],
-        &[(200, "cores: 1\nmemory: 128\nname: vm200\nostype: l26\n".into())],
-    )?;
+    let cgroups = Hierarchies::read()?;
+    if cgroups.hybrid() || cgroups.unified() != Some(Path::new(CGROUP_ROOT)) {
+        bail!("expected a pure cgroup2 hierarchy at {CGROUP_ROOT}, found {cgroups:?}");
+    }
+    let configs = guest_configs();
+    let config = |vmid: u32| configs.iter().find(|c| c.vmid == vmid).expect("configured");
 
-    let series = once()?;
-    let guest = [("container_id", "101"), ("type", "lxc")];
+    // Guests and their steady workloads: burners under CPU quotas small enough to throttle.
+    let mut ct = Guest::container(&cgroups, 101, limits_of(config(101)))?;
+    ct.start(ct.netns(), "burn", &[])?;
+    let mut churned = Guest::container(&cgroups, 102, limits_of(config(102)))?;
+    churned.start(churned.netns(), "burn", &[])?;
+    let mut vm = Guest::vm(&cgroups, 200, limits_of(config(200)))?;
+    vm.start(Netns::Host, "burn", &[])?;
+    vm.start(Netns::Host, "sleep", &[])?;
+
+    // Network: the bridge, the container's veth, bounded UDP both ways.
+    ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["addr", "add", &format!("{BRIDGE_ADDRESS}/24"), "dev", BRIDGE])?;
+    ip(&["link", "set", BRIDGE, "up"])?;
+    connect(&ct)?;
+    let receiver = std::net::UdpSocket::bind((BRIDGE_ADDRESS, 9999))?;
+    let sent = ct.run(
+        ct.netns(),
+        "udp-send",
+        &[
+            &format!("{BRIDGE_ADDRESS}:9999"),
+            &DATAGRAMS.to_string(),
+            &DATAGRAM_BYTES.to_string(),
+        ],
+    )?;
+    if !sent.success() {
+        bail!("udp-send in the container failed: {sent}");
+    }
+    receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buffer = [0u8; 2048];
+    for i in 0..DATAGRAMS {
+        receiver
+            .recv_from(&mut buffer)
+            .with_context(|| format!("datagram {i} from the container did not arrive"))?;
+    }
+    // Answers to a port nobody listens on: the container's stack replies port unreachable.
+    for _ in 0..DATAGRAMS {
+        receiver.send_to(&buffer[..DATAGRAM_BYTES], (CT_ADDRESS, 9))?;
+    }
+
+    // Block IO with O_DIRECT from inside the container's cgroup.
+    let io = ct.run(ct.netns(), "io", &[SCRATCH_DISK, &IO_BLOCKS.to_string()])?;
+    if !io.success() {
+        bail!("block IO in the container failed: {io}");
+    }
+    let device = truth::device_number(Path::new(SCRATCH_DISK)).context("no scratch disk")?;
+
+    // A memory hog in `ns`, killed under memory.max of lxc/101.
+    let hog = ct.run(ct.netns(), "hog", &["256"])?;
+    use std::os::unix::process::ExitStatusExt;
+    if hog.signal() != Some(libc::SIGKILL) {
+        bail!("the memory hog was not OOM-killed: {hog}");
+    }
+    let (hierarchical, local, ns_local) = (
+        flat(&ct.dir.join("memory.events"), "oom_kill")?,
+        flat(&ct.dir.join("memory.events.local"), "oom_kill")?,
+        flat(&ct.dir.join("ns/memory.events.local"), "oom_kill")?,
+    );
+    eprintln!(
+        "rig-payload: OOM kill counted in lxc/101 memory.events {hierarchical}, its .local {local}, ns .local {ns_local}"
+    );
+    if (hierarchical, local, ns_local) != (1, 0, 1) {
+        bail!("expected the kill in ns only (1, 0, 1), read ({hierarchical}, {local}, {ns_local})");
+    }
+
+    pve::write_tree(Path::new(PVE_PATH), NODE, &configs, 1_764_900_000)?;
+
+    // --once has no observation window: eBPF counters must be absent there.
+    let once = once()?;
     report.push(
         "lxc/101",
-        "processes (container_processes)",
-        value(&series, "container_processes", &guest),
-        Expect::Equal(processes_below(&ct)? as f64),
+        "--once: eBPF forks absent (container_tasks_forked_total)",
+        value(&once, "container_tasks_forked_total", &[("container_id", "101")]),
+        Expect::Absent,
     );
+
+    let exporter = Exporter::start()?;
+    // Task churn the eBPF programs must count: CHILDREN forks by one process that the rig
+    // started in `ns` (its exec and exit count too).
+    let children = ct.run(ct.netns(), "children", &[&CHILDREN.to_string()])?;
+    if !children.success() {
+        bail!("children in the container failed: {children}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let guests = [&ct, &churned, &vm];
+    let before = read_all(&cgroups, &guests, &ct);
+    exporter.collect()?;
+    let after = read_all(&cgroups, &guests, &ct);
+    let series = exporter.scrape()?;
+    if before.guests[0].cpu_throttled_periods.unwrap_or(0) == 0 {
+        bail!("lxc/101 was never throttled: its quota does not bite, the throttling checks would prove nothing");
+    }
+    for (i, guest) in guests.iter().enumerate() {
+        let mut c = guest_checker(&mut report, &series, guest);
+        check_cgroup(&mut c, &before.guests[i], &after.guests[i], &device);
+        c.expect(
+            "run-queue latency observed",
+            "container_runqueue_latency_seconds_count",
+            &[],
+            Expect::AtLeast(1.0),
+        );
+    }
+    {
+        let mut c = guest_checker(&mut report, &series, &ct);
+        check_network(&mut c, &before, &after, "veth101i0");
+        c.expect(
+            "eBPF forks",
+            "container_tasks_forked_total",
+            &[],
+            Expect::Equal(CHILDREN as f64),
+        );
+        c.expect(
+            "eBPF execs",
+            "container_tasks_execs_total",
+            &[],
+            Expect::Equal(CHILDREN as f64 + 1.0),
+        );
+        c.expect(
+            "eBPF exits",
+            "container_tasks_exits_total",
+            &[],
+            Expect::Equal(CHILDREN as f64 + 1.0),
+        );
+    }
     report.push(
-        "lxc/101",
-        "memory limit (container_spec_memory_limit_bytes)",
-        value(&series, "container_spec_memory_limit_bytes", &guest),
-        Expect::Equal(raw_u64(&ct.join("memory.max"))? as f64),
+        "exporter",
+        "eBPF loaded (metrics_exporter_ebpf_enabled)",
+        value(&series, "metrics_exporter_ebpf_enabled", &[]),
+        Expect::Equal(1.0),
     );
-    report.push(
-        "qemu/200",
-        "processes (container_processes)",
-        value(
-            &series,
-            "container_processes",
-            &[("container_id", "200"), ("type", "qemu")],
-        ),
-        Expect::Equal(processes_below(&vm)? as f64),
-    );
+
+    // Churn: container 102 stops (its cgroup goes), then starts again (a new cgroup).
+    let usage_before_stop = after.guests[1].cpu_usage_usec.context("102 has no usage")? as f64 / 1e6;
+    churned.stop()?;
+    exporter.collect()?;
+    let stopped = exporter.scrape()?;
+    {
+        let mut c = guest_checker(&mut report, &stopped, &churned);
+        c.expect(
+            "stopped: cpu usage",
+            "container_cpu_usage_seconds_total",
+            &[],
+            Expect::Absent,
+        );
+        c.expect(
+            "stopped: memory usage",
+            "container_memory_usage_bytes",
+            &[],
+            Expect::Absent,
+        );
+        c.expect("stopped: processes", "container_processes", &[], Expect::Absent);
+        c.expect(
+            "stopped: eBPF forks",
+            "container_tasks_forked_total",
+            &[],
+            Expect::Absent,
+        );
+        c.expect(
+            "stopped: info series stays",
+            "pve_guest_info",
+            &[("status", "stopped")],
+            Expect::Equal(1.0),
+        );
+    }
+    let mut restarted = Guest::container(&cgroups, 102, limits_of(config(102)))?;
+    restarted.start(restarted.netns(), "burn", &[])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = truth::read_cgroup(&cgroups, &restarted.relative);
+    exporter.collect()?;
+    let after = truth::read_cgroup(&cgroups, &restarted.relative);
+    let started = exporter.scrape()?;
+    {
+        let mut c = guest_checker(&mut report, &started, &restarted);
+        c.counter(
+            "restarted: cpu usage from the new cgroup",
+            "container_cpu_usage_seconds_total",
+            &[],
+            seconds(before.cpu_usage_usec),
+            seconds(after.cpu_usage_usec),
+        );
+        c.expect(
+            "restarted: cpu usage below the stopped one's",
+            "container_cpu_usage_seconds_total",
+            &[],
+            Expect::Between(0.0, usage_before_stop),
+        );
+        c.expect(
+            "restarted: info series running",
+            "pve_guest_info",
+            &[("status", "running")],
+            Expect::Equal(1.0),
+        );
+    }
+    drop(exporter);
     Ok(report)
 }

@@ -20,6 +20,8 @@ pub enum Netns {
     Host,
     /// A new one, created by `unshare` before exec (a container's init).
     New,
+    /// The one process `pid` is in (another task of the same container).
+    Of(u32),
 }
 
 /// Starts `/rig-payload <role> <args>` inside cgroup `cgroup` (a directory of the cgroup2 tree).
@@ -28,7 +30,14 @@ pub fn spawn(cgroup: &Path, netns: Netns, role: &str, args: &[&str]) -> anyhow::
         .write(true)
         .open(cgroup.join("cgroup.procs"))
         .with_context(|| format!("opening {}/cgroup.procs", cgroup.display()))?;
-    let namespace: Option<OwnedFd> = None;
+    let namespace: Option<OwnedFd> = match netns {
+        Netns::Of(pid) => Some(
+            std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .with_context(|| format!("opening the network namespace of {pid}"))?
+                .into(),
+        ),
+        _ => None,
+    };
     let new_netns = matches!(netns, Netns::New);
     let procs_fd = procs.as_raw_fd();
     let namespace_fd = namespace.as_ref().map(|f| f.as_raw_fd());
