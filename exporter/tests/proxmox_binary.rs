@@ -77,6 +77,22 @@ fn every_expected_guest_value_through_the_binary() {
                     );
                     checked += 1;
                 }
+                // The info series keeps the host device and what the config gives.
+                let given = |key: &str| net.get(key).and_then(Json::as_str).unwrap_or("");
+                let info = [
+                    id[0],
+                    ("interface", interface.as_str()),
+                    ("device", given("host_device")),
+                    ("name", given("name")),
+                    ("bridge", given("bridge")),
+                    ("hwaddr", given("hwaddr")),
+                ];
+                assert_eq!(
+                    value(&series, "pve_guest_network_info", &info),
+                    Some(1.0),
+                    "{vmid} {interface} info"
+                );
+                checked += 1;
             }
             let io = guest["io"].as_object();
             let io_series = series

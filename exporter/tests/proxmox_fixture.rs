@@ -171,7 +171,8 @@ fn every_guest_value_of_expected_json() {
             assert_eq!(one(&snap, "container_memory_events_total", &want), events);
         }
 
-        // Network, in the guest's view, keyed by guest interface name (LXC) or tap (VM).
+        // Network, in the guest's view, keyed by Proxmox's netN (LXC and VM alike); the info
+        // series keeps the host device and what the config gives, "" (no label) for the rest.
         if absent.contains(&"net") {
             assert!(values(&snap, "container_network_receive_bytes_total", &base).is_empty());
         } else if let Some(net) = guest.get("net").and_then(Json::as_object) {
@@ -180,6 +181,11 @@ fn every_guest_value_of_expected_json() {
                 net.len(),
                 "{id}: interfaces"
             );
+            assert_eq!(
+                values(&snap, "pve_guest_network_info", &base).len(),
+                net.len(),
+                "{id}: interface info"
+            );
             for (interface, counters) in net {
                 let mut want = base.to_vec();
                 want.push(("interface", interface.as_str()));
@@ -187,6 +193,18 @@ fn every_guest_value_of_expected_json() {
                     let v = one(&snap, metric, &want);
                     assert_eq!(v, counters[*key].as_f64().unwrap(), "{id} {interface} {metric}");
                 }
+                let given = |key: &str| counters.get(key).and_then(Json::as_str).unwrap_or("");
+                want.extend([
+                    ("device", given("host_device")),
+                    ("name", given("name")),
+                    ("bridge", given("bridge")),
+                    ("hwaddr", given("hwaddr")),
+                ]);
+                assert_eq!(
+                    one(&snap, "pve_guest_network_info", &want),
+                    1.0,
+                    "{id} {interface} info"
+                );
             }
         }
 
@@ -238,12 +256,23 @@ fn traps_of_expected_md() {
     // Firewall, bridge, physical and loopback devices are never guest interfaces.
     let family = snap.family("container_network_receive_bytes_total").unwrap();
     let interfaces: BTreeSet<&str> = family.samples.iter().map(|s| &*s.labels[3]).collect();
-    assert_eq!(interfaces, BTreeSet::from(["eth0", "eth1", "tap200i0"]));
+    assert_eq!(interfaces, BTreeSet::from(["net0", "net1"]));
+    let devices: BTreeSet<&str> = snap
+        .family("pve_guest_network_info")
+        .unwrap()
+        .samples
+        .iter()
+        .map(|s| &*s.labels[4])
+        .collect();
+    assert_eq!(
+        devices,
+        BTreeSet::from(["veth101i0", "veth101i1", "veth102i0", "tap200i0"])
+    );
     // Swapped rx/tx: the guest's received bytes are the host side's transmitted bytes.
     let rx = one(
         &snap,
         "container_network_receive_bytes_total",
-        &[("container_id", "101"), ("interface", "eth0")],
+        &[("container_id", "101"), ("interface", "net0")],
     );
     assert_eq!(rx, 27908331540.0);
     // 200's 117 host-side tx drops are receive drops of the guest.

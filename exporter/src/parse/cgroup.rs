@@ -1,5 +1,7 @@
 //! Parsers of cgroup v2 interface files (Documentation/admin-guide/cgroup-v2.rst, "Interface
-//! Files" and "Format"). Every function takes the file's text; the reader adds the path.
+//! Files" and "Format"), and of the cgroup v1 files a hybrid host keeps its cpu, cpuacct,
+//! memory and blkio controllers in (Documentation/admin-guide/cgroup-v1/, scheduler/
+//! sched-bwc.rst). Every function takes the file's text; the reader adds the path.
 //!
 //! | file | function |
 //! |---|---|
@@ -12,6 +14,11 @@
 //! | `cpu.pressure`, `memory.pressure`, `io.pressure` | [`parse_pressure`] (re-exported) |
 //! | `cgroup.procs` (one PID per line) | [`parse_pids`] |
 //! | `cgroup.stat`, as a description of the subtree's shape | [`parse_subtree_shape`] |
+//! | v1 `cpu.stat` (`nr_periods`, `nr_throttled`, `throttled_time` in ns) | [`parse_v1_cpu_stat`] |
+//! | v1 `cpu.cfs_quota_us` (`-1` = no quota), `cpu.cfs_period_us` | [`parse_cfs_quota`], [`parse_u64`] |
+//! | v1 `cpuacct.stat` (`user`, `system` in USER_HZ ticks), `cpuacct.usage` (ns) | [`parse_cpuacct_stat`], [`parse_u64`] |
+//! | v1 `memory.oom_control`, `memory.memsw.*` | [`flat_keyed_values`], [`parse_u64`] |
+//! | v1 `blkio.throttle.io_service_bytes_recursive`, `io_serviced_recursive` | [`parse_blkio_rwstat_into`] |
 //!
 //! Missing is not zero: keys the kernel may or may not print are `Option`.
 
@@ -262,6 +269,131 @@ pub fn parse_cpu_max(text: &str) -> Result<CpuMax, ParseError> {
         quota_usec: parse_limit(quota)?,
         period_usec: parse_u64(period)?,
     })
+}
+
+/// The CFS bandwidth counters of a cgroup v1 `cpu.stat` (kernel/sched/core.c
+/// `cpu_cfs_stat_show`): `nr_periods`, `nr_throttled`, `throttled_time` in nanoseconds; newer
+/// kernels add `nr_bursts`, `burst_time` and, with schedstats, `wait_sum`. `None` where the
+/// kernel does not print the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1CpuStat {
+    pub nr_periods: Option<u64>,
+    pub nr_throttled: Option<u64>,
+    pub throttled_time_ns: Option<u64>,
+}
+
+/// Parses a cgroup v1 `cpu.stat` by key.
+pub fn parse_v1_cpu_stat(text: &str) -> Result<V1CpuStat, ParseError> {
+    let [nr_periods, nr_throttled, throttled_time_ns] =
+        flat_keyed_values(text, &["nr_periods", "nr_throttled", "throttled_time"])?;
+    Ok(V1CpuStat {
+        nr_periods,
+        nr_throttled,
+        throttled_time_ns,
+    })
+}
+
+/// Parses v1 `cpu.cfs_quota_us`: microseconds per period, `-1` for no quota (sched-bwc.rst).
+pub fn parse_cfs_quota(text: &str) -> Result<Limit, ParseError> {
+    match text.trim() {
+        "-1" => Ok(Limit::Unlimited),
+        other => parse_u64(other).map(Limit::Value),
+    }
+}
+
+/// v1 `cpuacct.stat`: user and system time in USER_HZ ticks (`nsec_to_clock_t` of the
+/// cputime-adjusted split of the cgroup's CPU time, as cgroup2's `user_usec`/`system_usec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuacctStat {
+    pub user_ticks: u64,
+    pub system_ticks: u64,
+}
+
+/// Parses v1 `cpuacct.stat` (`user N`, `system N`); both keys are required.
+pub fn parse_cpuacct_stat(text: &str) -> Result<CpuacctStat, ParseError> {
+    let [user, system] = flat_keyed_values(text, &["user", "system"])?;
+    let required =
+        |v: Option<u64>, key: &str| v.ok_or_else(|| ParseError::new(format!("cpuacct.stat: missing key {key:?}")));
+    Ok(CpuacctStat {
+        user_ticks: required(user, "user")?,
+        system_ticks: required(system, "system")?,
+    })
+}
+
+/// Which pair of [`IoCounters`] a v1 blkio file fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlkioCounters {
+    /// `blkio.throttle.io_service_bytes_recursive`: `rbytes`, `wbytes`.
+    Bytes,
+    /// `blkio.throttle.io_serviced_recursive`: `rios`, `wios`.
+    Operations,
+}
+
+/// Merges a v1 blkio "rwstat" file into `out`, one row per device (a row the other file
+/// created is completed, a new device is appended). The format (block/blk-cgroup-rwstat.c
+/// `__blkg_prfill_rwstat`): per device `MAJ:MIN Read N`, `Write`, `Sync`, `Async`, `Discard`,
+/// `Total`, and a last line `Total N` over every device. Only `Read` and `Write` are taken (Sync
+/// and Async split the same IO another way; Total adds discards). The `_recursive` files count
+/// the cgroup's whole subtree, as cgroup2's `io.stat` does. A line of any other shape fails the
+/// parse, and `out` then holds none of this file's counters (the other file's stay).
+pub fn parse_blkio_rwstat_into(text: &str, which: BlkioCounters, out: &mut Vec<IoCounters>) -> Result<(), ParseError> {
+    let rows_before = out.len();
+    let result = (|| {
+        for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
+            let bad = |why: &str| ParseError::new(format!("malformed blkio line ({why}): {line:?}"));
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(first), Some(second)) = (fields.next(), fields.next()) else {
+                return Err(bad("too few fields"));
+            };
+            let third = fields.next();
+            if fields.next().is_some() {
+                return Err(bad("too many fields"));
+            }
+            let Some(value) = third else {
+                // The summary line over every device.
+                if first != "Total" || second.parse::<u64>().is_err() {
+                    return Err(bad("expected Total N"));
+                }
+                continue;
+            };
+            let (major, minor) = first.split_once(':').ok_or_else(|| bad("device is not MAJ:MIN"))?;
+            let major: u32 = major.parse().map_err(|_| bad("bad major"))?;
+            let minor: u32 = minor.parse().map_err(|_| bad("bad minor"))?;
+            let value: u64 = value.parse().map_err(|_| bad("value is not an unsigned integer"))?;
+            let index = match out.iter().position(|r| (r.major, r.minor) == (major, minor)) {
+                Some(i) => i,
+                None => {
+                    out.push(IoCounters {
+                        major,
+                        minor,
+                        ..Default::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let row = &mut out[index];
+            let slot = match (which, second) {
+                (BlkioCounters::Bytes, "Read") => &mut row.rbytes,
+                (BlkioCounters::Bytes, "Write") => &mut row.wbytes,
+                (BlkioCounters::Operations, "Read") => &mut row.rios,
+                (BlkioCounters::Operations, "Write") => &mut row.wios,
+                (_, "Sync" | "Async" | "Discard" | "Total") => continue,
+                _ => return Err(bad("unknown operation")),
+            };
+            *slot = Some(value);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        out.truncate(rows_before);
+        for row in out.iter_mut() {
+            match which {
+                BlkioCounters::Bytes => (row.rbytes, row.wbytes) = (None, None),
+                BlkioCounters::Operations => (row.rios, row.wios) = (None, None),
+            }
+        }
+    }
+    result
 }
 
 /// One device line of `io.stat`.
@@ -656,6 +788,139 @@ mod tests {
     fn pids() {
         assert_eq!(parse_pids("1\n52\n\n").unwrap(), vec![1, 52]);
         assert!(parse_pids("1\nx\n").is_err());
+    }
+
+    /// v1 `cpu.stat` of a throttled cgroup on this project's 6.18 machine (nr_bursts and
+    /// burst_time are printed by 5.14+ kernels).
+    #[test]
+    fn v1_cpu_stat_by_key() {
+        let s = parse_v1_cpu_stat(
+            "nr_periods 312\nnr_throttled 40\nthrottled_time 2871334521\nnr_bursts 0\nburst_time 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            V1CpuStat {
+                nr_periods: Some(312),
+                nr_throttled: Some(40),
+                throttled_time_ns: Some(2871334521)
+            }
+        );
+        // Older kernels: three lines; with schedstats a wait_sum line; order does not matter.
+        let s = parse_v1_cpu_stat("wait_sum 5\nthrottled_time 7\nnr_throttled 1\nnr_periods 2\n").unwrap();
+        assert_eq!(
+            (s.nr_periods, s.nr_throttled, s.throttled_time_ns),
+            (Some(2), Some(1), Some(7))
+        );
+        // Missing is not zero.
+        assert_eq!(parse_v1_cpu_stat("nr_periods 2\n").unwrap().nr_throttled, None);
+        assert!(parse_v1_cpu_stat("nr_periods 2\nnr_throttled").is_err());
+        // cgroup2's keys are not v1's: throttled_usec is not throttled_time.
+        assert_eq!(parse_v1_cpu_stat("throttled_usec 9\n").unwrap().throttled_time_ns, None);
+    }
+
+    #[test]
+    fn cfs_quota_minus_one_is_no_quota() {
+        assert_eq!(parse_cfs_quota("-1\n").unwrap(), Limit::Unlimited);
+        assert_eq!(parse_cfs_quota("50000\n").unwrap(), Limit::Value(50000));
+        let max = CpuMax {
+            quota_usec: parse_cfs_quota("50000\n").unwrap(),
+            period_usec: parse_u64("100000\n").unwrap(),
+        };
+        assert_eq!(max.cpus(), Some(0.5));
+        assert!(parse_cfs_quota("-2\n").is_err());
+        assert!(parse_cfs_quota("max\n").is_err());
+        assert!(parse_cfs_quota("").is_err());
+    }
+
+    #[test]
+    fn cpuacct_stat() {
+        assert_eq!(
+            parse_cpuacct_stat("user 52435\nsystem 13901\n").unwrap(),
+            CpuacctStat {
+                user_ticks: 52435,
+                system_ticks: 13901
+            }
+        );
+        assert!(parse_cpuacct_stat("user 52435\n").is_err());
+        assert!(parse_cpuacct_stat("user 52435\nsystem\n").is_err());
+    }
+
+    /// `oom_kill` of v1 `memory.oom_control` (4.13+), read by key.
+    #[test]
+    fn v1_oom_control() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(flat_keyed_values(text, &["oom_kill"]).unwrap(), [Some(3)]);
+        assert_eq!(
+            flat_keyed_values("oom_kill_disable 0\nunder_oom 0\n", &["oom_kill"]).unwrap(),
+            [None]
+        );
+    }
+
+    /// What this machine's 6.18 kernel prints for a cgroup that wrote to a loop device and read
+    /// from a disk, and for one without IO (the root of a fresh hierarchy).
+    const BLKIO_BYTES: &str = "7:3 Read 0\n7:3 Write 4194304\n7:3 Sync 4194304\n7:3 Async 0\n7:3 Discard 0\n7:3 Total 4194304\n8:0 Read 65536\n8:0 Write 0\n8:0 Sync 65536\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 65536\nTotal 4259840\n";
+    const BLKIO_IOS: &str = "7:3 Read 0\n7:3 Write 64\n7:3 Sync 64\n7:3 Async 0\n7:3 Discard 0\n7:3 Total 64\n8:0 Read 2\n8:0 Write 0\n8:0 Sync 2\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 2\nTotal 66\n";
+
+    #[test]
+    fn blkio_rwstat_files_merge_into_io_rows() {
+        let mut rows = vec![IoCounters::default()];
+        rows.clear();
+        parse_blkio_rwstat_into(BLKIO_BYTES, BlkioCounters::Bytes, &mut rows).unwrap();
+        parse_blkio_rwstat_into(BLKIO_IOS, BlkioCounters::Operations, &mut rows).unwrap();
+        assert_eq!(
+            rows,
+            [
+                IoCounters {
+                    major: 7,
+                    minor: 3,
+                    rbytes: Some(0),
+                    wbytes: Some(4194304),
+                    rios: Some(0),
+                    wios: Some(64)
+                },
+                IoCounters {
+                    major: 8,
+                    minor: 0,
+                    rbytes: Some(65536),
+                    wbytes: Some(0),
+                    rios: Some(2),
+                    wios: Some(0)
+                }
+            ]
+        );
+        // No IO at all: only the summary line, no device, no row.
+        rows.clear();
+        parse_blkio_rwstat_into("Total 0\n", BlkioCounters::Bytes, &mut rows).unwrap();
+        assert!(rows.is_empty());
+        // Only one of the two files: the other pair is absent, not zero.
+        parse_blkio_rwstat_into(BLKIO_IOS, BlkioCounters::Operations, &mut rows).unwrap();
+        assert_eq!((rows[0].rbytes, rows[0].wios), (None, Some(64)));
+    }
+
+    #[test]
+    fn blkio_rejects_malformed_and_keeps_the_other_files_counters() {
+        for bad in [
+            "7:3 Read\n",
+            "7:3 Read x\n",
+            "7 Read 1\n",
+            "7:x Read 1\n",
+            "7:3 Peek 1\n",
+            "7:3 Read 1 2\n",
+            "Total\n",
+            "Sum 3\n",
+            "7:3 Write 5\nTotal 5 5\n",
+        ] {
+            let mut rows = Vec::new();
+            parse_blkio_rwstat_into(BLKIO_BYTES, BlkioCounters::Bytes, &mut rows).unwrap();
+            assert!(
+                parse_blkio_rwstat_into(bad, BlkioCounters::Operations, &mut rows).is_err(),
+                "{bad:?}"
+            );
+            assert_eq!(rows.len(), 2, "{bad:?}");
+            assert!(rows.iter().all(|r| r.rios.is_none() && r.wios.is_none()), "{bad:?}");
+            assert_eq!(rows[0].wbytes, Some(4194304));
+        }
     }
 
     #[test]

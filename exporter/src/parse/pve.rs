@@ -31,12 +31,23 @@ impl GuestType {
 }
 
 /// One network interface of a guest config (`net<N>: ...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetConfig {
     /// The `N` of `netN`: the host-side device is `veth<vmid>i<N>` or `tap<vmid>i<N>`.
     pub index: u32,
     /// The guest-side interface name (`name=` of an LXC `netN`); VMs have none.
     pub name: Option<String>,
+    /// `bridge=`: the host bridge the interface is plugged into.
+    pub bridge: Option<String>,
+    /// The guest's MAC address: LXC `hwaddr=`; QEMU `macaddr=` or the model's value
+    /// (`virtio=BC:24:11:7E:20:0A`), as written.
+    pub hwaddr: Option<String>,
+}
+
+/// Proxmox's name of a guest interface, the config key `net<N>` (what the GUI shows); the
+/// host-side device of that interface is `veth<vmid>i<N>` (LXC) or `tap<vmid>i<N>` (QEMU).
+pub fn net_key(index: u32) -> String {
+    format!("net{index}")
 }
 
 /// The main section of a guest configuration.
@@ -93,14 +104,40 @@ pub fn split_tags(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `name=` property of an LXC `netN:` value (`name=eth0,bridge=vmbr0,...`).
-fn net_name(value: &str) -> Option<String> {
-    value
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| k.trim() == "name")
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+/// Whether `value` is a MAC address as Proxmox writes them (six `:`-separated hex pairs).
+fn is_mac(value: &str) -> bool {
+    let parts: Vec<&str> = value.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The properties of a `netN:` value (`name=eth0,bridge=vmbr0,hwaddr=...` for LXC;
+/// `virtio=BC:24:11:7E:20:0A,bridge=vmbr0` or `model=virtio,macaddr=...` for QEMU, whose
+/// model key carries the MAC address in the short form, qemu-server `parse_net`). Empty values
+/// are absent.
+fn parse_net(index: u32, value: &str, kind: GuestType) -> NetConfig {
+    let mut net = NetConfig {
+        index,
+        ..Default::default()
+    };
+    for (key, v) in value.split(',').filter_map(|kv| kv.split_once('=')) {
+        let (key, v) = (key.trim(), v.trim());
+        if v.is_empty() {
+            continue;
+        }
+        match (kind, key) {
+            (GuestType::Lxc, "name") => net.name = Some(v.to_owned()),
+            (GuestType::Lxc, "hwaddr") | (GuestType::Qemu, "macaddr") => net.hwaddr = Some(v.to_owned()),
+            (_, "bridge") => net.bridge = Some(v.to_owned()),
+            // The short form's model key (`virtio=`, `e1000=`, ...): the only other key whose
+            // value is a MAC address.
+            (GuestType::Qemu, _) if net.hwaddr.is_none() && is_mac(v) => net.hwaddr = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    net
 }
 
 /// Parses a guest config. Only the main section (before the first `[...]` header) describes
@@ -141,11 +178,7 @@ pub fn parse_guest_config(text: &str, kind: GuestType) -> GuestConfig {
             "memory" => config.memory_mib = value.parse().ok(),
             _ => {
                 if let Some(index) = key.strip_prefix("net").and_then(|n| n.parse::<u32>().ok()) {
-                    let name = match kind {
-                        GuestType::Lxc => net_name(value),
-                        GuestType::Qemu => None,
-                    };
-                    config.nets.push(NetConfig { index, name });
+                    config.nets.push(parse_net(index, value, kind));
                 }
             }
         }
@@ -343,11 +376,15 @@ mod tests {
             [
                 NetConfig {
                     index: 0,
-                    name: Some("eth0".into())
+                    name: Some("eth0".into()),
+                    bridge: Some("vmbr0".into()),
+                    hwaddr: Some("BC:24:11:5A:10:01".into()),
                 },
                 NetConfig {
                     index: 1,
-                    name: Some("eth1".into())
+                    name: Some("eth1".into()),
+                    bridge: Some("vmbr0".into()),
+                    hwaddr: Some("BC:24:11:5A:10:02".into()),
                 }
             ]
         );
@@ -368,10 +405,44 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("win11"));
         assert_eq!(c.tags, ["lab"]);
         assert_eq!((c.cores, c.sockets), (Some(2), Some(1)));
-        assert_eq!(c.nets, [NetConfig { index: 0, name: None }]);
+        assert_eq!(
+            c.nets,
+            [NetConfig {
+                index: 0,
+                name: None,
+                bridge: Some("vmbr0".into()),
+                hwaddr: Some("BC:24:11:7E:20:0A".into()),
+            }]
+        );
         // `hostname` is not a QEMU key; `name` is not an LXC key.
         let c = parse_guest_config("hostname: x\n", GuestType::Qemu);
         assert_eq!(c.name, None);
+    }
+
+    #[test]
+    fn net_lines_of_both_kinds_and_forms() {
+        let c = parse_guest_config(
+            "net0: model=e1000,macaddr=02:00:00:00:00:03,bridge=vmbr1,firewall=1\nnet1: virtio=02:00:00:00:00:04\nnet2: bridge=vmbr0,name=eth9\n",
+            GuestType::Qemu,
+        );
+        assert_eq!(c.nets[0].hwaddr.as_deref(), Some("02:00:00:00:00:03"));
+        assert_eq!(c.nets[0].bridge.as_deref(), Some("vmbr1"));
+        assert_eq!(c.nets[1].hwaddr.as_deref(), Some("02:00:00:00:00:04"));
+        assert_eq!(c.nets[1].bridge, None);
+        // `name=` is LXC's; a VM's in-guest name is not in its config.
+        assert_eq!(c.nets[2].name, None);
+        let c = parse_guest_config("net3: name=,bridge=vmbr0,type=veth\nnet: x\nnetx: y\n", GuestType::Lxc);
+        assert_eq!(
+            c.nets,
+            [NetConfig {
+                index: 3,
+                name: None,
+                bridge: Some("vmbr0".into()),
+                hwaddr: None
+            }]
+        );
+        assert_eq!(net_key(3), "net3");
+        assert!(is_mac("bc:24:11:7e:20:0a") && !is_mac("BC:24:11:7E:20") && !is_mac("vmbr0"));
     }
 
     #[test]

@@ -325,6 +325,11 @@ impl KeptFile {
         matches!(self.state, State::Open(_))
     }
 
+    /// Whether the last read found the file missing (the layout or kernel lacks it).
+    pub(crate) fn is_absent(&self) -> bool {
+        matches!(self.state, State::Absent { .. })
+    }
+
     /// Whether the last read found the file missing for the first time (not a skipped retry).
     pub(crate) fn newly_absent(&self) -> bool {
         matches!(self.state, State::Absent { skipped: 0 })

@@ -60,10 +60,85 @@ enum MemoryFiles {
         usage: KeptFile,
         stat: KeptFile,
         limit: KeptFile,
-        oom_control: KeptFile,
+        /// `memory.memsw.limit_in_bytes` (memory + swap), there only with swap accounting.
+        memsw_limit: KeptFile,
     },
     None,
 }
+
+/// CPU bandwidth files of one guest, by layout.
+#[derive(Debug)]
+enum CpuBandwidthFiles {
+    /// cgroup2 `cpu.max`; the throttling counters are lines of the cgroup2 `cpu.stat`.
+    V2 {
+        max: KeptFile,
+    },
+    /// The v1 `cpu` hierarchy: `cpu.stat` (throttling), `cpu.cfs_quota_us`, `cpu.cfs_period_us`.
+    V1 {
+        stat: KeptFile,
+        quota: KeptFile,
+        period: KeptFile,
+    },
+    None,
+}
+
+/// v1 `cpuacct` files: the guest's CPU time where the cgroup2 tree has no `cpu.stat`. Opened
+/// only when needed, so not part of [`Guest::files_mut`].
+#[derive(Debug)]
+struct CpuacctFiles {
+    usage: KeptFile,
+    stat: KeptFile,
+}
+
+/// Block IO files of one guest, by layout.
+#[derive(Debug)]
+enum IoFiles {
+    /// cgroup2 `io.stat`.
+    V2 {
+        stat: KeptFile,
+    },
+    /// v1 `blkio.throttle.io_service_bytes_recursive` and `io_serviced_recursive`.
+    V1 {
+        bytes: KeptFile,
+        serviced: KeptFile,
+    },
+    None,
+}
+
+/// A flat-keyed file summed over every cgroup of a guest's subtree, for counters the kernel
+/// keeps only in the cgroup where the event happened: cgroup v1 counts an OOM kill only in the
+/// victim's memcg (mm/memcontrol.c `memcg_memory_event` stops after the first memcg when the
+/// memory controller is not on the default hierarchy), e.g. `lxc/<vmid>/ns/init.scope`, and
+/// cgroup2 mounted with `memory_localevents` does the same for every `memory.events` key.
+///
+/// Descriptors are kept per cgroup; the subtree is listed again only when the guest's
+/// cgroup2 subtree changed shape (the walk for `cgroup.procs` saw it), a kept cgroup went away,
+/// or every [`WALK_EVERY`] collections (a v1 hierarchy can change without the cgroup2 tree
+/// changing). Counts of a cgroup that goes away stay in the sum, as cgroup2's hierarchical
+/// counters keep them: a service OOM-killed and restarted by systemd gets a new cgroup, and
+/// the kill must not disappear from the guest's total.
+#[derive(Debug)]
+struct SubtreeSum {
+    root: Arc<Path>,
+    name: &'static str,
+    keys: &'static [&'static str; 4],
+    /// The kept files, and the values last read from each (same order).
+    files: Vec<(KeptFile, [Option<u64>; 4])>,
+    /// Counts of cgroups that went away since the guest started.
+    gone: [u64; 4],
+    /// The cgroup2 walk's shape when this subtree was listed; `None` before the first listing.
+    listed: Option<Option<cgroup::SubtreeShape>>,
+    /// Collections until the next listing even if nothing says the subtree changed.
+    due: u32,
+    /// A kept cgroup vanished at the last read: list again.
+    stale: bool,
+}
+
+/// Keys of v1 `memory.oom_control` summed: only `oom_kill` (4.13+); the rest is padding.
+const V1_OOM_KEYS: [&str; 4] = ["oom_kill", "", "", ""];
+/// Keys of cgroup2 `memory.events` summed under `memory_localevents`: `oom_kill`, then
+/// [`MEMORY_EVENTS`].
+const V2_EVENT_KEYS: [&str; 4] = ["oom_kill", "high", "max", "oom"];
 
 /// One running guest and the descriptors kept for it.
 #[derive(Debug)]
@@ -71,12 +146,17 @@ struct Guest {
     /// The guest cgroup, shared with its kept files.
     dir: Arc<Path>,
     cpu_stat: KeptFile,
-    cpu_max: KeptFile,
+    cpu_bandwidth: CpuBandwidthFiles,
+    /// `None` unless the layout has a v1 cpuacct hierarchy.
+    cpuacct: Option<CpuacctFiles>,
     cpu_pressure: KeptFile,
     memory_pressure: KeptFile,
     io_pressure: KeptFile,
-    io_stat: KeptFile,
+    io: IoFiles,
     memory: MemoryFiles,
+    /// OOM kills (and, under `memory_localevents`, the other memory events) summed over the
+    /// subtree; `None` where the guest cgroup's own `memory.events` is hierarchical.
+    events_sum: Option<SubtreeSum>,
     pids_current: Option<KeptFile>,
     pids_max: Option<KeptFile>,
     cgroup_stat: KeptFile,
@@ -133,10 +213,54 @@ impl Guest {
                     usage: g("memory.usage_in_bytes"),
                     stat: g("memory.stat"),
                     limit: KeptFile::rare(&d, "memory.limit_in_bytes", budget),
-                    oom_control: g("memory.oom_control"),
+                    memsw_limit: KeptFile::rare(&d, "memory.memsw.limit_in_bytes", budget),
                 }
             }
             Source::None => MemoryFiles::None,
+        };
+        let events_sum = match &layout.memory {
+            Source::V1(root) => Some(SubtreeSum::new(
+                Arc::from(root.join(relative)),
+                "memory.oom_control",
+                &V1_OOM_KEYS,
+            )),
+            Source::Unified if layout.memory_local_events => {
+                Some(SubtreeSum::new(Arc::clone(&shared), "memory.events", &V2_EVENT_KEYS))
+            }
+            _ => None,
+        };
+        let cpu_bandwidth = match &layout.cpu {
+            Source::Unified => CpuBandwidthFiles::V2 { max: rare("cpu.max") },
+            Source::V1(root) => {
+                let d: Arc<Path> = Arc::from(root.join(relative));
+                CpuBandwidthFiles::V1 {
+                    stat: KeptFile::new(&d, "cpu.stat", budget),
+                    quota: KeptFile::rare(&d, "cpu.cfs_quota_us", budget),
+                    period: KeptFile::rare(&d, "cpu.cfs_period_us", budget),
+                }
+            }
+            Source::None => CpuBandwidthFiles::None,
+        };
+        let cpuacct = match &layout.cpuacct {
+            Source::V1(root) => {
+                let d: Arc<Path> = Arc::from(root.join(relative));
+                Some(CpuacctFiles {
+                    usage: KeptFile::new(&d, "cpuacct.usage", budget),
+                    stat: KeptFile::new(&d, "cpuacct.stat", budget),
+                })
+            }
+            _ => None,
+        };
+        let io = match &layout.io {
+            Source::Unified => IoFiles::V2 { stat: f("io.stat") },
+            Source::V1(root) => {
+                let d: Arc<Path> = Arc::from(root.join(relative));
+                IoFiles::V1 {
+                    bytes: KeptFile::new(&d, "blkio.throttle.io_service_bytes_recursive", budget),
+                    serviced: KeptFile::new(&d, "blkio.throttle.io_serviced_recursive", budget),
+                }
+            }
+            Source::None => IoFiles::None,
         };
         let pids_dir: Option<Arc<Path>> = match &layout.pids {
             Source::Unified => Some(Arc::clone(&shared)),
@@ -145,12 +269,14 @@ impl Guest {
         };
         Guest {
             cpu_stat: f("cpu.stat"),
-            cpu_max: rare("cpu.max"),
+            cpu_bandwidth,
+            cpuacct,
             cpu_pressure: f("cpu.pressure"),
             memory_pressure: f("memory.pressure"),
             io_pressure: f("io.pressure"),
-            io_stat: f("io.stat"),
+            io,
             memory,
+            events_sum,
             pids_current: pids_dir.as_ref().map(|d| KeptFile::new(d, "pids.current", budget)),
             pids_max: pids_dir.as_ref().map(|d| KeptFile::rare(d, "pids.max", budget)),
             cgroup_stat: f("cgroup.stat"),
@@ -180,20 +306,30 @@ impl Guest {
                 usage,
                 stat,
                 limit,
-                oom_control,
-            } => vec![usage, stat, limit, oom_control],
+                memsw_limit,
+            } => vec![usage, stat, limit, memsw_limit],
             MemoryFiles::None => Vec::new(),
+        };
+        let cpu: Vec<&mut KeptFile> = match &mut self.cpu_bandwidth {
+            CpuBandwidthFiles::V2 { max } => vec![max],
+            CpuBandwidthFiles::V1 { stat, quota, period } => vec![stat, quota, period],
+            CpuBandwidthFiles::None => Vec::new(),
+        };
+        let io: Vec<&mut KeptFile> = match &mut self.io {
+            IoFiles::V2 { stat } => vec![stat],
+            IoFiles::V1 { bytes, serviced } => vec![bytes, serviced],
+            IoFiles::None => Vec::new(),
         };
         [
             &mut self.cpu_stat,
-            &mut self.cpu_max,
             &mut self.cpu_pressure,
             &mut self.memory_pressure,
             &mut self.io_pressure,
-            &mut self.io_stat,
             &mut self.cgroup_stat,
         ]
         .into_iter()
+        .chain(cpu)
+        .chain(io)
         .chain(memory)
         .chain(self.pids_current.iter_mut())
         .chain(self.pids_max.iter_mut())
@@ -227,12 +363,171 @@ impl Guest {
         for file in self.files_mut() {
             file.reset();
         }
+        if let Some(cpuacct) = &mut self.cpuacct {
+            cpuacct.usage.reset();
+            cpuacct.stat.reset();
+        }
+        if let Some(sum) = &mut self.events_sum {
+            sum.reset();
+        }
         self.procs.clear();
         self.walked_shape = None;
         self.walk_due = 0;
         self.limits.clear();
         self.limits_due = None;
     }
+}
+
+impl SubtreeSum {
+    fn new(root: Arc<Path>, name: &'static str, keys: &'static [&'static str; 4]) -> Self {
+        SubtreeSum {
+            root,
+            name,
+            keys,
+            files: Vec::new(),
+            gone: [0; 4],
+            listed: None,
+            due: 0,
+            stale: false,
+        }
+    }
+
+    /// Forgets everything: the guest's cgroup was replaced, and a restarted guest's counters
+    /// start from zero.
+    fn reset(&mut self) {
+        self.files.clear();
+        self.gone = [0; 4];
+        self.listed = None;
+        self.due = 0;
+        self.stale = false;
+    }
+
+    fn retire(gone: &mut [u64; 4], last: &mut [Option<u64>; 4]) {
+        for (total, value) in gone.iter_mut().zip(last.iter_mut()) {
+            *total = total.saturating_add(value.take().unwrap_or(0));
+        }
+    }
+
+    /// Lists the subtree again. Descriptors (and last values) of cgroups found again are kept;
+    /// the last values of cgroups that are gone are added to [`SubtreeSum::gone`].
+    /// `Ok(false)`: the subtree's root is not there.
+    fn relist(&mut self, shape: Option<cgroup::SubtreeShape>, budget: &FdBudget) -> Result<bool, CollectError> {
+        let mut dirs = Vec::new();
+        match list_subtree(&self.root, &mut dirs) {
+            Ok(()) => {}
+            Err(e) if e.is_vanished() => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let mut previous = std::mem::take(&mut self.files);
+        self.files = dirs
+            .into_iter()
+            .map(|d| match previous.iter().position(|(f, _)| f.dir() == d) {
+                Some(i) => previous.swap_remove(i),
+                None => (KeptFile::new(&Arc::from(d), self.name, budget), [None; 4]),
+            })
+            .collect();
+        for (_, mut last) in previous {
+            Self::retire(&mut self.gone, &mut last);
+        }
+        self.listed = Some(shape);
+        self.due = WALK_EVERY;
+        self.stale = false;
+        Ok(true)
+    }
+
+    /// The sum of each key over the subtree, counts of cgroups gone included; a key no file
+    /// prints is `None`. `Ok(None)`: the root is not there (`absent_new` is set so the caller
+    /// checks whether the guest went away) or a file could not be read or parsed (recorded in
+    /// `errors`): no sum rather than a partial one. `shape` is the shape of the guest's
+    /// cgroup2 subtree at its last walk: a change lists this subtree again.
+    fn read(
+        &mut self,
+        shape: Option<cgroup::SubtreeShape>,
+        buf: &mut Vec<u8>,
+        budget: &FdBudget,
+        errors: &mut Vec<CollectError>,
+        absent_new: &mut bool,
+    ) -> Result<Option<[Option<u64>; 4]>, CollectError> {
+        let changed = self.listed != Some(shape) || shape.is_none();
+        if (self.stale || self.due == 0 || changed) && !self.relist(shape, budget)? {
+            *absent_new = true;
+            return Ok(None);
+        }
+        self.due = self.due.saturating_sub(1);
+        let mut sums = [None::<u64>; 4];
+        for (file, last) in &mut self.files {
+            match file.read(buf) {
+                Ok(true) => {}
+                // Only a cgroup that went away makes the listing stale; a file the cgroup
+                // lacks (cgroup2 without the memory controller there) stays absent.
+                Ok(false) => {
+                    if file.newly_absent() && !file.dir().is_dir() {
+                        Self::retire(&mut self.gone, last);
+                        self.stale = true;
+                    }
+                    continue;
+                }
+                Err(e) if e.is_vanished() => {
+                    Self::retire(&mut self.gone, last);
+                    self.stale = true;
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(e);
+                    return Ok(None);
+                }
+            }
+            let values = match std::str::from_utf8(buf)
+                .map_err(|e| ParseError::new(e.to_string()))
+                .and_then(|t| cgroup::flat_keyed_values(t, self.keys))
+            {
+                Ok(values) => values,
+                Err(e) => {
+                    errors.push(CollectError::parse(&file.path(), e));
+                    return Ok(None);
+                }
+            };
+            *last = values;
+            for (sum, value) in sums.iter_mut().zip(values) {
+                if let Some(v) = value {
+                    *sum = Some(sum.unwrap_or(0).saturating_add(v));
+                }
+            }
+        }
+        for (sum, gone) in sums.iter_mut().zip(self.gone) {
+            *sum = sum.map(|s| s.saturating_add(gone));
+        }
+        Ok(Some(sums))
+    }
+}
+
+/// Every cgroup directory at and below `dir`, `dir` first.
+fn list_subtree(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CollectError::io(dir, e))?;
+    out.push(dir.to_path_buf());
+    for entry in entries {
+        let entry = entry.map_err(|e| CollectError::io(dir, e))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            match list_subtree(&entry.path(), out) {
+                Ok(()) => {}
+                // A child removed during the listing is simply not there.
+                Err(e) if e.is_vanished() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// USER_HZ, the unit of v1 `cpuacct.stat` (100 on every Linux architecture Proxmox runs on;
+/// asked once from the C library all the same).
+fn user_hz() -> f64 {
+    static USER_HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *USER_HZ.get_or_init(|| {
+        // SAFETY: sysconf reads a constant of the C library and has no other effect.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if ticks > 0 { ticks as f64 } else { 100.0 }
+    })
 }
 
 /// A parsed guest config and what identified the file version it came from.
@@ -327,7 +622,8 @@ impl Staged {
     }
 }
 
-/// memory.events keys exported as `container_memory_events_total{event}`.
+/// memory.events keys exported as `container_memory_events_total{event}`, in the order of
+/// [`V2_EVENT_KEYS`] after `oom_kill`.
 const MEMORY_EVENTS: [&str; 3] = ["high", "max", "oom"];
 
 /// A label array shared by many samples.
@@ -349,9 +645,10 @@ struct GuestLabels {
     events: [Arc<[LabelValue]>; 3],
     /// With `device`, per io.stat `(major, minor)` seen.
     devices: Vec<((u32, u32), Shared)>,
-    /// With `interface`, per host-side device name seen; cleared when the guest's config
-    /// changes (the config names the guest-side interfaces).
-    interfaces: Vec<(Box<str>, Arc<[LabelValue]>)>,
+    /// Per host-side device name seen: the labels with `interface`, and those of
+    /// `pve_guest_network_info`; cleared when the guest's config changes (the config gives
+    /// the info's name, bridge and hwaddr).
+    interfaces: Vec<(Box<str>, Shared, Shared)>,
     interfaces_stamp: Option<Stamp>,
     /// `pve_guest_info`'s labels and what they were built from: node, config stamp, status.
     info: Option<(LabelValue, Option<Stamp>, &'static str, Shared)>,
@@ -406,30 +703,47 @@ impl GuestLabels {
         &self.devices[index].1
     }
 
-    /// The labels with `interface` for the host-side device `host`, built the first time
-    /// (`interface` names the guest side) and kept until the config changes.
+    /// The labels of the guest's interface `net<index>` on the host-side device `host`: with
+    /// `interface` for the traffic series, and those of `pve_guest_network_info` (from `net`,
+    /// the config's line, where there is one). Built the first time the device is seen and
+    /// kept until the config changes.
     fn interface(
         &mut self,
         host: &str,
+        index: u32,
         stamp: Option<Stamp>,
-        interface: impl FnOnce() -> String,
-    ) -> &Arc<[LabelValue]> {
+        net: Option<&pve::NetConfig>,
+    ) -> (&Shared, &Shared) {
         if self.interfaces_stamp != stamp {
             self.interfaces.clear();
             self.interfaces_stamp = stamp;
         }
-        let index = match self.interfaces.iter().position(|(k, _)| **k == *host) {
+        let position = match self.interfaces.iter().position(|(k, _, _)| **k == *host) {
             Some(i) => i,
             None => {
                 if self.interfaces.len() >= LABEL_CACHE_MAX {
                     self.interfaces.clear();
                 }
-                let labels = self.with(&interface());
-                self.interfaces.push((host.into(), labels));
+                let interface = pve::net_key(index);
+                let labels = self.with(&interface);
+                let given = |value: Option<&String>| LabelValue::from(value.map_or("", String::as_str));
+                let [a, b, c] = self.values.clone();
+                let info: Shared = Arc::new([
+                    a,
+                    b,
+                    c,
+                    LabelValue::from(interface),
+                    LabelValue::from(host),
+                    given(net.and_then(|n| n.name.as_ref())),
+                    given(net.and_then(|n| n.bridge.as_ref())),
+                    given(net.and_then(|n| n.hwaddr.as_ref())),
+                ]);
+                self.interfaces.push((host.into(), labels, info));
                 self.interfaces.len() - 1
             }
         };
-        &self.interfaces[index].1
+        let (_, labels, info) = &self.interfaces[position];
+        (labels, info)
     }
 }
 
@@ -541,10 +855,7 @@ impl GuestsCollector {
     pub fn new(env: &Environment) -> Self {
         let layout = match &env.cgroup_path {
             Some(path) => super::layout::detect(&env.proc_path, &env.root_path, path, &env.mounts),
-            None => Layout {
-                memory: Source::None,
-                pids: Source::None,
-            },
+            None => Layout::none(),
         };
         let budget = FdBudget::from_rlimit();
         let collector = GuestsCollector {
@@ -878,33 +1189,101 @@ fn read_guest(
     let base = &labels.base;
     let mut absent_new = false;
     let mut limits: Vec<(Id, f64)> = Vec::new();
-    // cpu.stat exists in every cgroup2 directory: its absence means the guest is gone.
-    guest.cpu_stat.read_required(buf)?;
-    match std::str::from_utf8(buf)
-        .map_err(|e| ParseError::new(e.to_string()))
-        .and_then(cgroup::parse_cpu_stat)
-    {
-        Ok(cpu) => {
-            staged.push(Id::CPU_USAGE, base, seconds(cpu.usage_usec));
-            staged.push(Id::CPU_USER, base, seconds(cpu.user_usec));
-            staged.push(Id::CPU_SYSTEM, base, seconds(cpu.system_usec));
-            if let Some(v) = cpu.nr_periods {
-                staged.push(Id::CPU_PERIODS, base, v as f64);
-            }
-            if let Some(v) = cpu.nr_throttled {
-                staged.push(Id::CPU_THROTTLED_PERIODS, base, v as f64);
-            }
-            if let Some(v) = cpu.throttled_usec {
-                staged.push(Id::CPU_THROTTLED, base, seconds(v));
+    // cpu.stat exists in every cgroup2 directory (kernels 4.15+): its absence means the guest
+    // is gone. Only where a v1 cpuacct hierarchy exists may it be missing on purpose (an older
+    // cgroup2 that prints it only with the cpu controller), and cpuacct then has the time.
+    let cpu = if guest.cpuacct.is_none() {
+        guest.cpu_stat.read_required(buf)?;
+        match std::str::from_utf8(buf)
+            .map_err(|e| ParseError::new(e.to_string()))
+            .and_then(cgroup::parse_cpu_stat)
+        {
+            Ok(cpu) => Some(cpu),
+            Err(e) => {
+                errors.push(CollectError::parse(&guest.cpu_stat.path(), e));
+                None
             }
         }
-        Err(e) => errors.push(CollectError::parse(&guest.cpu_stat.path(), e)),
-    }
-    if read_limits
-        && let Some(max) = read_parsed(&mut guest.cpu_max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
-        && let Some(cores) = max.cpus()
+    } else {
+        read_parsed(
+            &mut guest.cpu_stat,
+            buf,
+            errors,
+            &mut absent_new,
+            cgroup::parse_cpu_stat,
+        )?
+    };
+    // Throttling counters come from cgroup2's cpu.stat where the cpu controller is enabled
+    // there, else from the v1 cpu hierarchy: never both.
+    let mut throttling_seen = false;
+    if let Some(cpu) = cpu {
+        staged.push(Id::CPU_USAGE, base, seconds(cpu.usage_usec));
+        staged.push(Id::CPU_USER, base, seconds(cpu.user_usec));
+        staged.push(Id::CPU_SYSTEM, base, seconds(cpu.system_usec));
+        for (value, id) in [
+            (cpu.nr_periods, Id::CPU_PERIODS),
+            (cpu.nr_throttled, Id::CPU_THROTTLED_PERIODS),
+        ] {
+            if let Some(v) = value {
+                staged.push(id, base, v as f64);
+                throttling_seen = true;
+            }
+        }
+        if let Some(v) = cpu.throttled_usec {
+            staged.push(Id::CPU_THROTTLED, base, seconds(v));
+            throttling_seen = true;
+        }
+    } else if guest.cpu_stat.is_absent()
+        && let Some(acct) = &mut guest.cpuacct
     {
-        limits.push((Id::CPU_LIMIT, cores));
+        if let Some(ns) = read_parsed(&mut acct.usage, buf, errors, &mut absent_new, cgroup::parse_u64)? {
+            staged.push(Id::CPU_USAGE, base, ns as f64 / 1e9);
+        }
+        if let Some(stat) = read_parsed(&mut acct.stat, buf, errors, &mut absent_new, cgroup::parse_cpuacct_stat)? {
+            staged.push(Id::CPU_USER, base, stat.user_ticks as f64 / user_hz());
+            staged.push(Id::CPU_SYSTEM, base, stat.system_ticks as f64 / user_hz());
+        }
+    }
+    match &mut guest.cpu_bandwidth {
+        CpuBandwidthFiles::V2 { max } => {
+            if read_limits
+                && let Some(max) = read_parsed(max, buf, errors, &mut absent_new, cgroup::parse_cpu_max)?
+                && let Some(cores) = max.cpus()
+            {
+                limits.push((Id::CPU_LIMIT, cores));
+            }
+        }
+        CpuBandwidthFiles::V1 { stat, quota, period } => {
+            if !throttling_seen
+                && let Some(v1) = read_parsed(stat, buf, errors, &mut absent_new, cgroup::parse_v1_cpu_stat)?
+            {
+                for (value, id) in [
+                    (v1.nr_periods, Id::CPU_PERIODS),
+                    (v1.nr_throttled, Id::CPU_THROTTLED_PERIODS),
+                ] {
+                    if let Some(v) = value {
+                        staged.push(id, base, v as f64);
+                    }
+                }
+                if let Some(ns) = v1.throttled_time_ns {
+                    staged.push(Id::CPU_THROTTLED, base, ns as f64 / 1e9);
+                }
+            }
+            if read_limits {
+                let quota = read_parsed(quota, buf, errors, &mut absent_new, cgroup::parse_cfs_quota)?;
+                let period = read_parsed(period, buf, errors, &mut absent_new, cgroup::parse_u64)?;
+                if let (Some(quota_usec), Some(period_usec)) = (quota, period)
+                    && let Some(cores) = (cgroup::CpuMax {
+                        quota_usec,
+                        period_usec,
+                    })
+                    .cpus()
+                {
+                    limits.push((Id::CPU_LIMIT, cores));
+                }
+            }
+        }
+        CpuBandwidthFiles::None => {}
     }
     for (file, some, full) in [
         (&mut guest.cpu_pressure, Id::CPU_WAITING, Id::CPU_STALLED),
@@ -919,6 +1298,9 @@ fn read_guest(
         }
     }
 
+    // Under memory_localevents the guest cgroup's own memory.events holds only its own
+    // events: the subtree's sum is read after the walk below instead.
+    let events_summed = guest.events_sum.is_some();
     match &mut guest.memory {
         MemoryFiles::V2 {
             current,
@@ -957,10 +1339,11 @@ fn read_guest(
             if let Some(v) = read_parsed(swap_current, buf, errors, &mut absent_new, cgroup::parse_u64)? {
                 staged.push(Id::MEMORY_SWAP, base, v as f64);
             }
-            if let Some([oom_kill, events @ ..]) = read_parsed(events, buf, errors, &mut absent_new, |t| {
-                let [a, b, c] = MEMORY_EVENTS;
-                cgroup::flat_keyed_values(t, &["oom_kill", a, b, c])
-            })? {
+            if !events_summed
+                && let Some([oom_kill, events @ ..]) = read_parsed(events, buf, errors, &mut absent_new, |t| {
+                    cgroup::flat_keyed_values(t, &V2_EVENT_KEYS)
+                })?
+            {
                 if let Some(v) = oom_kill {
                     staged.push(Id::OOM_KILLS, base, v as f64);
                 }
@@ -975,7 +1358,7 @@ fn read_guest(
             usage,
             stat,
             limit,
-            oom_control,
+            memsw_limit,
         } => {
             let usage = read_parsed(usage, buf, errors, &mut absent_new, cgroup::parse_u64)?;
             let stat = read_parsed(stat, buf, errors, &mut absent_new, |t| {
@@ -995,26 +1378,45 @@ fn read_guest(
             if let Some(swap) = swap {
                 staged.push(Id::MEMORY_SWAP, base, swap as f64);
             }
-            if read_limits
-                && let Some(v) = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit)
-            {
-                limits.push((Id::MEMORY_LIMIT, v as f64));
+            if read_limits {
+                let memory = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit);
+                if let Some(v) = memory {
+                    limits.push((Id::MEMORY_LIMIT, v as f64));
+                }
+                // memsw limits memory + swap, and the kernel keeps it at or above the memory
+                // limit: the swap limit is the difference. An unlimited memsw (or no swap
+                // accounting, no file) is no swap limit.
+                let memsw =
+                    read_parsed(memsw_limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit);
+                if let (Some(memory), Some(memsw)) = (memory, memsw) {
+                    limits.push((Id::SWAP_LIMIT, memsw.saturating_sub(memory) as f64));
+                }
             }
-            // memory.oom_control: `oom_kill_disable 0`, `under_oom 0`, `oom_kill N` (4.13+).
-            if let Some([Some(v)]) = read_parsed(oom_control, buf, errors, &mut absent_new, |t| {
-                cgroup::flat_keyed_values(t, &["oom_kill"])
-            })? {
-                staged.push(Id::OOM_KILLS, base, v as f64);
-            }
+            // OOM kills: v1 counts them in the victim's memcg only, summed below.
         }
         MemoryFiles::None => {}
     }
 
-    if read_parsed(&mut guest.io_stat, buf, errors, &mut absent_new, |t| {
-        cgroup::parse_io_stat_into(t, io_rows)
-    })?
-    .is_some()
-    {
+    let io_read = match &mut guest.io {
+        IoFiles::V2 { stat } => read_parsed(stat, buf, errors, &mut absent_new, |t| {
+            cgroup::parse_io_stat_into(t, io_rows)
+        })?
+        .is_some(),
+        // The same four counters from the v1 blkio files (the _recursive ones include the
+        // subtree, as io.stat does); a device has whichever of the two files could be read.
+        IoFiles::V1 { bytes, serviced } => {
+            io_rows.clear();
+            let bytes = read_parsed(bytes, buf, errors, &mut absent_new, |t| {
+                cgroup::parse_blkio_rwstat_into(t, cgroup::BlkioCounters::Bytes, io_rows)
+            })?;
+            let operations = read_parsed(serviced, buf, errors, &mut absent_new, |t| {
+                cgroup::parse_blkio_rwstat_into(t, cgroup::BlkioCounters::Operations, io_rows)
+            })?;
+            bytes.is_some() || operations.is_some()
+        }
+        IoFiles::None => false,
+    };
+    if io_read {
         for dev in io_rows.iter() {
             let device = labels.device(dev.major, dev.minor);
             for (value, id) in [
@@ -1051,6 +1453,21 @@ fn read_guest(
 
     if let Some(n) = count_processes(guest, buf, pids, budget, errors)? {
         staged.push(Id::PROCESSES, base, n as f64);
+    }
+    // After the walk: a cgroup2 subtree whose shape changed lists the summed subtree again.
+    if let Some(sum) = &mut guest.events_sum
+        && let Some([oom_kill, events @ ..]) = sum.read(guest.walked_shape, buf, budget, errors, &mut absent_new)?
+    {
+        if let Some(v) = oom_kill {
+            staged.push(Id::OOM_KILLS, base, v as f64);
+        }
+        for ((key, value), event_labels) in sum.keys[1..].iter().zip(events).zip(&labels.events) {
+            if let Some(v) = value
+                && !key.is_empty()
+            {
+                staged.push(Id::MEMORY_EVENTS, event_labels, v as f64);
+            }
+        }
     }
 
     // A file that was there before and is not now, or a first open that found nothing, may
@@ -1345,16 +1762,12 @@ impl Collector for GuestsCollector {
             let entry = self.configs.get(&key);
             for row in self.net_rows[first..].iter().take_while(|r| r.key == key) {
                 let host = &self.net_names[row.name.0..row.name.1];
-                let interface = labels.interface(host, entry.map(|c| c.stamp), || match (key.0, entry) {
-                    (GuestType::Lxc, Some(entry)) => entry
-                        .config
-                        .nets
-                        .iter()
-                        .find(|n| n.index == row.index)
-                        .and_then(|n| n.name.clone())
-                        .unwrap_or_else(|| host.to_owned()),
-                    _ => host.to_owned(),
-                });
+                // One scheme for containers and VMs: `interface` is Proxmox's net<N> key, from
+                // the host device's name, so it holds without a config line; the in-guest name,
+                // bridge and MAC address go on the info series.
+                let net = entry.and_then(|e| e.config.nets.iter().find(|n| n.index == row.index));
+                let (interface, info) = labels.interface(host, row.index, entry.map(|c| c.stamp), net);
+                self.staged.push(Id::GUEST_NETWORK_INFO, info, 1.0);
                 for (id, value) in [
                     Id::NET_RX_BYTES,
                     Id::NET_TX_BYTES,

@@ -61,6 +61,29 @@ const OTEL_IF: &[&str] = &[
 ];
 const OTEL_DEV: &[&str] = &["container.id", "container.name", "proxmox.guest.type", "system.device"];
 
+/// The labels of `pve_guest_network_info`: the guest, its `interface` (`net<N>`, as on the
+/// series of traffic), the host-side device and what the guest's config says of the interface.
+const L_NET_INFO: &[&str] = &[
+    "container_id",
+    "host_name",
+    "type",
+    "interface",
+    "device",
+    "name",
+    "bridge",
+    "hwaddr",
+];
+const OTEL_NET_INFO: &[&str] = &[
+    "container.id",
+    "container.name",
+    "proxmox.guest.type",
+    "network.interface.name",
+    "proxmox.guest.network.device",
+    "proxmox.guest.network.guest_name",
+    "proxmox.guest.network.bridge",
+    "proxmox.guest.network.hwaddr",
+];
+
 const NET_IO_RECEIVE: Option<OtelName> = Some(OtelName {
     name: "container.network.io",
     attributes: OTEL_IF,
@@ -129,6 +152,8 @@ metrics! {
     THREADS_MAX = guest("container_threads_max", "Task limit of the guest (pids.max); absent when unlimited.", Kind::Gauge, Unit::Count("{thread}"), L, None);
     PROCESSES = guest("container_processes", "Processes in the guest: distinct PIDs in cgroup.procs of the guest cgroup and every cgroup below it.", Kind::Gauge, Unit::Count("{process}"), L, None);
 
+    /// `interface` is Proxmox's `net<N>` key for containers and VMs alike, from the host device
+    /// `veth<vmid>i<N>` / `tap<vmid>i<N>`; [`GUEST_NETWORK_INFO`] maps it to names.
     NET_RX_BYTES = guest("container_network_receive_bytes_total", "Bytes the guest interface received (host-side veth/tap transmit).", Kind::Counter, Unit::Bytes, L_IF, NET_IO_RECEIVE);
     NET_TX_BYTES = guest("container_network_transmit_bytes_total", "Bytes the guest interface sent (host-side veth/tap receive).", Kind::Counter, Unit::Bytes, L_IF, NET_IO_TRANSMIT);
     NET_RX_PACKETS = guest("container_network_receive_packets_total", "Packets the guest interface received (host-side transmit).", Kind::Counter, Unit::Count("{packet}"), L_IF, None);
@@ -139,6 +164,9 @@ metrics! {
     NET_TX_DROPPED = guest("container_network_transmit_packets_dropped_total", "Packets from the guest dropped on the host side (host-side receive drop column of /proc/net/dev: rx_dropped + rx_missed_errors).", Kind::Counter, Unit::Count("{packet}"), L_IF, None);
 
     GUEST_INFO = guest("pve_guest_info", "One series per guest of this node: name, node, tags (';'-joined) and status (running or stopped).", Kind::Info, Unit::Count("1"), &["container_id", "host_name", "type", "node", "tags", "status"], None);
+    /// One per guest interface seen on the host (`veth<vmid>i<N>`, `tap<vmid>i<N>`); `name`,
+    /// `bridge`, `hwaddr` only where the guest's `net<N>` config line gives them.
+    GUEST_NETWORK_INFO = guest("pve_guest_network_info", "One series per interface of a running guest: interface (Proxmox's net<N> key, the label of the container_network_* series), device (host-side veth<vmid>i<N> or tap<vmid>i<N>) and, where the guest config's net<N> line gives them, name (in-guest interface name, containers only), bridge and hwaddr.", Kind::Info, Unit::Count("1"), L_NET_INFO, Some(OtelName { name: "proxmox.guest.network.info", attributes: OTEL_NET_INFO, fixed: &[] }));
     GUEST_CONFIG_CPUS = guest("pve_guest_config_cpus", "CPUs the guest is configured with (LXC cores; QEMU vcpus, else sockets x cores).", Kind::Gauge, Unit::Count("{cpu}"), L, None);
     GUEST_CONFIG_MEMORY = guest("pve_guest_config_memory_bytes", "Memory the guest is configured with (config memory, MiB x 1048576). Not the effective limit: see container_spec_memory_limit_bytes.", Kind::Gauge, Unit::Bytes, L, None);
 }
@@ -255,5 +283,11 @@ mod tests {
         );
         assert_eq!(FS_READ_BYTES.otel.unwrap().fixed, &[("disk.io.direction", "read")]);
         assert_eq!(CPU_SYSTEM.otel.unwrap().fixed, &[("cpu.mode", "system")]);
+        // The interface label means the same on the traffic series and the info series.
+        assert_eq!(GUEST_NETWORK_INFO.labels[..4], NET_RX_BYTES.labels[..]);
+        assert_eq!(
+            GUEST_NETWORK_INFO.otel.unwrap().attributes[..4],
+            NET_RX_BYTES.otel.unwrap().attributes[..]
+        );
     }
 }
