@@ -2,8 +2,10 @@
 //! exporter's own metrics, and finish an immutable [`Snapshot`].
 //!
 //! Reads `/proc/self/stat`, `/proc/self/statm` and `/proc/self/fd` (through `PROC_PATH`) for
-//! the process metrics. Produces `metrics_exporter_*` and `process_*` series. Synchronous by
-//! design: the run loop calls [`Engine::collect`] on a blocking thread.
+//! the process metrics, and `/proc/stat` `btime` (plus `/proc/1/stat` in a container) for the
+//! start of the node's counters. Produces `metrics_exporter_*` and `process_*` series, and
+//! declares since when every node counter has been counting ([`starts::declare_node_starts`]).
+//! Synchronous by design: the run loop calls [`Engine::collect`] on a blocking thread.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::collectors::Collector;
 use crate::model::{Identity, Kind, MetricDesc, Scope, Snapshot, SnapshotBuilder, Unit};
+use crate::starts;
 
 static COLLECTOR_DURATION: MetricDesc = MetricDesc {
     name: "metrics_exporter_collector_duration_seconds",
@@ -165,8 +168,11 @@ impl Collection {
 pub struct Engine {
     collectors: Vec<Box<dyn Collector>>,
     identity: Arc<Identity>,
+    proc_path: PathBuf,
     proc_self: PathBuf,
     platform: &'static str,
+    /// The node is an LXC container: its counters start with the container, not the boot.
+    in_container: bool,
     ebpf_label: String,
     sequence: u64,
     errors_total: u64,
@@ -198,6 +204,8 @@ impl Engine {
             collectors,
             identity,
             proc_self: proc_path.join("self"),
+            proc_path,
+            in_container: platform == crate::platform::Platform::Lxc.as_str(),
             platform,
             ebpf_label: "no".into(),
             sequence: 0,
@@ -290,10 +298,13 @@ impl Engine {
             1.0,
         );
         out.push(&INSTANCE_INFO, [self.identity.instance.as_str()], 1.0);
-        self.add_process_metrics(&mut out);
+        let boot = starts::read_boot_seconds(&self.proc_path).ok();
+        let exporter_start = self.add_process_metrics(&mut out, boot);
         for source in &self.self_metrics {
             source.add(&mut out);
         }
+        let node_start = boot.and_then(|boot| starts::read_node_start(&self.proc_path, boot, self.in_container).ok());
+        starts::declare_node_starts(&mut out, node_start, exporter_start);
         let duration = started.elapsed();
         out.push(&COLLECTION_DURATION, [] as [&str; 0], duration.as_secs_f64());
         let snapshot = Arc::new(out.finish(Arc::clone(&self.identity), timestamp, self.sequence));
@@ -304,15 +315,20 @@ impl Engine {
         }
     }
 
-    /// The exporter's own CPU, RSS, fds and start time. A value that cannot be read is absent.
-    fn add_process_metrics(&self, out: &mut SnapshotBuilder) {
+    /// The exporter's own CPU, RSS, fds and start time, given `btime`; returns the start. A
+    /// value that cannot be read is absent.
+    fn add_process_metrics(&self, out: &mut SnapshotBuilder, boot: Option<u64>) -> Option<SystemTime> {
         let none = [] as [&str; 0];
         let stat = std::fs::read_to_string(self.proc_self.join("stat")).ok();
+        let mut start = None;
         if let Some(p) = stat.as_deref().and_then(parse_self_stat) {
             let ticks = clock_ticks();
             out.push(&PROCESS_CPU, none, (p.utime + p.stime) as f64 / ticks);
-            if let Some(boot) = boot_time(&self.proc_self) {
-                out.push(&PROCESS_START, none, boot + p.starttime as f64 / ticks);
+            if let Some(boot) = boot {
+                let at = starts::instant(boot, p.starttime, starts::ticks_per_second());
+                let unix = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                out.push(&PROCESS_START, none, unix.as_secs_f64());
+                start = Some(at);
             }
         }
         let statm = std::fs::read_to_string(self.proc_self.join("statm")).ok();
@@ -325,6 +341,7 @@ impl Engine {
         if let Ok(entries) = std::fs::read_dir(self.proc_self.join("fd")) {
             out.push(&PROCESS_FDS, none, entries.count() as f64);
         }
+        start
     }
 }
 
@@ -359,13 +376,6 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if size > 0 { size as u64 } else { 4096 }
-}
-
-fn boot_time(proc_self: &std::path::Path) -> Option<f64> {
-    let stat = std::fs::read_to_string(proc_self.parent()?.join("stat")).ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -425,6 +435,99 @@ mod tests {
         assert_eq!(errors.samples[0].value, crate::model::Value::Number(4.0));
         let success = c.snapshot.family("metrics_exporter_collector_success").unwrap();
         assert_eq!(success.samples.len(), 3);
+    }
+
+    static NODE_COUNTER: MetricDesc = MetricDesc {
+        name: "node_test_seconds_total",
+        help: "A kernel counter of the node.",
+        kind: Kind::Counter,
+        unit: Unit::Seconds,
+        labels: &[],
+        scope: Scope::Node,
+        otel: None,
+    };
+    static GUEST_COUNTER: MetricDesc = MetricDesc {
+        name: "container_test_seconds_total",
+        help: "A guest counter.",
+        kind: Kind::Counter,
+        unit: Unit::Seconds,
+        labels: &["container_id", "host_name", "type"],
+        scope: Scope::Guest,
+        otel: None,
+    };
+    struct Counters;
+    impl Collector for Counters {
+        fn name(&self) -> &'static str {
+            "counters"
+        }
+        fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
+            out.push(&NODE_COUNTER, [] as [&str; 0], 1.0);
+            out.push(&GUEST_COUNTER, ["101", "web", "lxc"], 1.0);
+            Ok(())
+        }
+    }
+
+    /// A proc tree with btime 1700000000, the exporter started 12345 ticks after boot and the
+    /// container's init 250 ticks after boot.
+    fn proc_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("stat", "cpu  1 2 3 4 5 6 7 8 9 10\nbtime 1700000000\n");
+        write(
+            "self/stat",
+            "77 (metrics-exporter) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15 16 17 18 12345 20\n",
+        );
+        write(
+            "1/stat",
+            "1 (init) S 0 1 1 0 -1 4194560 1 0 0 0 1 1 0 0 20 0 1 0 250 1 1\n",
+        );
+        dir
+    }
+
+    #[test]
+    fn node_counters_count_since_boot_or_container_start_and_own_since_process_start() {
+        use crate::model::CountsSince;
+        let hz = starts::ticks_per_second();
+        let exporter = starts::instant(1_700_000_000, 12345, hz);
+        for (platform, node) in [
+            ("proxmox-host", starts::instant(1_700_000_000, 0, hz)),
+            ("lxc-container", starts::instant(1_700_000_000, 250, hz)),
+        ] {
+            let dir = proc_tree();
+            let mut engine = Engine::new(vec![Box::new(Counters)], Arc::default(), dir.path().into(), platform);
+            let c = engine.collect();
+            let since = |name: &str| c.snapshot.family(name).unwrap().since;
+            assert_eq!(
+                since("node_test_seconds_total"),
+                CountsSince::Instant(node),
+                "{platform}"
+            );
+            assert_eq!(
+                since("metrics_exporter_collections_total"),
+                CountsSince::Instant(exporter)
+            );
+            assert_eq!(since("process_cpu_seconds_total"), CountsSince::Instant(exporter));
+            assert_eq!(
+                since("container_test_seconds_total"),
+                CountsSince::Unknown,
+                "guest: not the node's"
+            );
+            assert_eq!(since("process_start_time_seconds"), CountsSince::Unknown, "a gauge");
+        }
+        // Without btime nothing is known, and nothing is made up.
+        let dir = proc_tree();
+        std::fs::write(dir.path().join("stat"), "cpu  1 2 3 4 5 6 7 8 9 10\n").unwrap();
+        let mut engine = Engine::new(vec![Box::new(Counters)], Arc::default(), dir.path().into(), "host");
+        let c = engine.collect();
+        assert_eq!(
+            c.snapshot.family("node_test_seconds_total").unwrap().since,
+            CountsSince::Unknown
+        );
+        assert!(c.snapshot.family("process_start_time_seconds").is_none());
     }
 
     #[test]

@@ -15,3 +15,4 @@ pub mod platform;
 pub mod promfile;
 pub mod run;
 pub mod service;
+pub mod starts;

@@ -5,6 +5,11 @@
 //! name). A collection fills a [`SnapshotBuilder`]; the finished [`Snapshot`] is immutable
 //! and shared (`Arc`) by the Prometheus encoder, the `.prom` file writer and the OTLP pusher,
 //! so one collection yields identical values on every output.
+//!
+//! Where the producer knows since when a cumulative family has been counting (the node's boot,
+//! a guest's start, the exporter's start), it says so once per family ([`CountsSince`]) and once
+//! per guest ([`GuestStart`]); the OTLP conversion turns that into start times. Samples carry
+//! nothing extra, so the Prometheus path pays nothing for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,10 +114,36 @@ pub struct Sample {
     pub value: Value,
 }
 
+/// Since when the series of a cumulative family (counter, histogram) have been counting: the
+/// start time of OpenTelemetry's cumulative points. Declared by whoever knows it; Prometheus
+/// has no place for it and its encoders ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CountsSince {
+    /// Not known: the OTLP conversion takes the series' first observation.
+    #[default]
+    Unknown,
+    /// Every series of the family has counted from zero since this instant (the node's boot,
+    /// the container's start, the exporter's start).
+    Instant(SystemTime),
+    /// Each series has counted from zero since its guest started: the [`GuestStart`] of the
+    /// snapshot whose identity is the series' `container_id`, `host_name`, `type`; Unknown for
+    /// a guest without one.
+    GuestStart,
+}
+
+/// When one guest started, declared by the collector that found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestStart {
+    /// The guest's `container_id`, `host_name`, `type` label values, in that order.
+    pub identity: Arc<[LabelValue]>,
+    pub start: SystemTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct Family {
     pub desc: &'static MetricDesc,
     pub samples: Vec<Sample>,
+    pub since: CountsSince,
 }
 
 impl Family {
@@ -162,6 +193,8 @@ pub struct Snapshot {
     pub timestamp: SystemTime,
     /// 1 for the first collection of this process, +1 for every later one.
     pub sequence: u64,
+    /// The start of every guest whose start is known (for [`CountsSince::GuestStart`]).
+    pub guest_starts: Vec<GuestStart>,
 }
 
 impl Snapshot {
@@ -180,6 +213,7 @@ impl Snapshot {
 pub struct SnapshotBuilder {
     families: Vec<Family>,
     index: HashMap<&'static str, usize>,
+    guest_starts: Vec<GuestStart>,
 }
 
 impl SnapshotBuilder {
@@ -196,6 +230,7 @@ impl SnapshotBuilder {
             self.families.push(Family {
                 desc,
                 samples: Vec::new(),
+                since: CountsSince::Unknown,
             });
         }
         &mut self.families[slot]
@@ -233,11 +268,41 @@ impl SnapshotBuilder {
         });
     }
 
-    /// Adds the samples another builder collected (used to merge per-collector output).
+    /// Declares since when the families of `descs` that have samples now have been counting
+    /// (families without samples are not created).
+    pub fn set_counts_since(&mut self, descs: &[&'static MetricDesc], since: CountsSince) {
+        for desc in descs {
+            if let Some(&slot) = self.index.get(desc.name) {
+                self.families[slot].since = since;
+            }
+        }
+    }
+
+    /// Declares when the guest whose `container_id`, `host_name`, `type` label values are
+    /// `identity` started (an `Arc` clone: the collector's shared label array).
+    pub fn guest_start(&mut self, identity: &Arc<[LabelValue]>, start: SystemTime) {
+        self.guest_starts.push(GuestStart {
+            identity: Arc::clone(identity),
+            start,
+        });
+    }
+
+    /// Every family so far, for declarations made after collection (the engine's node starts).
+    pub fn families_mut(&mut self) -> impl Iterator<Item = &mut Family> {
+        self.families.iter_mut()
+    }
+
+    /// Adds the samples another builder collected (used to merge per-collector output), with
+    /// what it declared about start times.
     pub fn append(&mut self, other: SnapshotBuilder) {
         for family in other.families {
-            self.family(family.desc).take_samples(family.samples);
+            let into = self.family(family.desc);
+            into.take_samples(family.samples);
+            if family.since != CountsSince::Unknown {
+                into.since = family.since;
+            }
         }
+        self.guest_starts.extend(other.guest_starts);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,6 +320,7 @@ impl SnapshotBuilder {
             identity,
             timestamp,
             sequence,
+            guest_starts: self.guest_starts,
         }
     }
 }
@@ -296,6 +362,24 @@ mod tests {
         assert_eq!(names, ["test_other", "test_gauge"]);
         assert_eq!(snap.family("test_gauge").unwrap().samples.len(), 2);
         assert_eq!(snap.series_count(), 4);
+    }
+
+    #[test]
+    fn start_declarations_survive_merging() {
+        let boot = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let mut part = SnapshotBuilder::new();
+        part.push(&OTHER, [] as [&str; 0], 1.0);
+        part.set_counts_since(&[&OTHER, &GAUGE], CountsSince::Instant(boot));
+        let identity: Arc<[LabelValue]> = Arc::new(["101".into(), "web".into(), "lxc".into()]);
+        part.guest_start(&identity, boot);
+        let mut b = SnapshotBuilder::new();
+        b.push(&GAUGE, ["a"], 2.0);
+        b.append(part);
+        let snap = b.finish(Arc::default(), SystemTime::UNIX_EPOCH, 1);
+        assert_eq!(snap.family("test_other").unwrap().since, CountsSince::Instant(boot));
+        // Declared on a family without samples in that part: nothing was created or changed.
+        assert_eq!(snap.family("test_gauge").unwrap().since, CountsSince::Unknown);
+        assert_eq!(snap.guest_starts, [GuestStart { identity, start: boot }]);
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! OTLP push end to end against an in-process receiver on 127.0.0.1: names, units,
 //! attributes and resources as specified, start times that hold across exports and restart on
-//! a counter reset, and values equal to the snapshot's (the values /metrics serves).
+//! a counter reset, and values equal to the snapshot's (the values /metrics serves). Start
+//! times from a host tree with a known boot and known process starts: the node's counters
+//! start at boot, a guest's at its first process's start, the rest at their first observation.
 
 mod otlp_support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use metrics_exporter::collectors::{self, proxmox::synthetic};
+use metrics_exporter::engine::Engine;
+use metrics_exporter::model::Identity;
+use metrics_exporter::platform::Platform;
 
 use metrics_exporter::model::{Scope, Snapshot, Value};
 use metrics_exporter::otlp::convert::{otel_name, unix_nanos};
@@ -285,5 +293,125 @@ async fn otlp_counter_reset_gets_a_new_start_time() {
     // The other guest did not restart.
     let others: Vec<_> = received.iter().map(other).collect();
     assert!(others.iter().all(|p| p.0 == others[0].0));
+    exporter.shutdown().await;
+}
+
+/// A `/proc/<pid>/stat` line of a process started `ticks` clock ticks after boot.
+fn proc_stat(pid: u32, ticks: u64) -> String {
+    format!("{pid} (some (odd) name) S 1 {pid} {pid} 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 1 0 {ticks} 1000 10 1\n")
+}
+
+/// The Proxmox host fixture copied to a temporary tree, whose `proc/stat` says the host booted
+/// at 1732185325, with `/proc/<pid>/stat` for: the exporter itself (123.45 s after boot);
+/// container 101's init, the process of `ns/init.scope` (2500 s after boot), and an older
+/// process deeper in its tree that is not its init (a service 10 s after boot, impossible in a
+/// real guest but a trap for a reader that takes the oldest of all); VM 200's QEMU process,
+/// the process of `qemu.slice/200.scope` (3600.12 s after boot). Container 102's processes
+/// have no entry: its start cannot be known.
+fn host_tree() -> tempfile::TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-host");
+    let tree = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture.join("."))
+        .arg(tree.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "copy of the fixture");
+    let proc = tree.path().join("proc");
+    let cgroup = tree.path().join("sys/fs/cgroup");
+    let first_line = |path: &Path| -> u32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let init_101 = first_line(&cgroup.join("lxc/101/ns/init.scope/cgroup.procs"));
+    let cron_101 = first_line(&cgroup.join("lxc/101/ns/system.slice/cron.service/cgroup.procs"));
+    let qemu_200 = first_line(&cgroup.join("qemu.slice/200.scope/cgroup.procs"));
+    for (pid, ticks) in [
+        ("self".to_owned(), 12_345),
+        (init_101.to_string(), 250_000),
+        (cron_101.to_string(), 1_000),
+        (qemu_200.to_string(), 360_012),
+    ] {
+        let pid_number = pid.parse().unwrap_or(4242);
+        std::fs::create_dir_all(proc.join(&pid)).unwrap();
+        std::fs::write(proc.join(&pid).join("stat"), proc_stat(pid_number, ticks)).unwrap();
+    }
+    tree
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_start_times_are_boot_guest_start_or_first_observation() {
+    // The expectations below are in ticks of 10 ms: USER_HZ is 100 on every Linux architecture.
+    // SAFETY: sysconf has no preconditions.
+    assert_eq!(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }, 100);
+    const SECOND: u64 = 1_000_000_000;
+    const BOOT: u64 = 1_732_185_325 * SECOND;
+    let tree = host_tree();
+    let env = synthetic::environment_for_tree(tree.path());
+    let built = ["cpu", "network", "guests"].map(|name| collectors::create(name, &env).unwrap());
+    let identity = Identity {
+        host_name: "pve1".into(),
+        container_id: None,
+        instance: "pve1".into(),
+    };
+    let mut engine = Engine::new(
+        built.into_iter().collect(),
+        Arc::new(identity),
+        env.proc_path.clone(),
+        Platform::Proxmox.as_str(),
+    );
+    let receiver = Receiver::start().await;
+    let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
+    let mut times = Vec::new();
+    for sequence in 1..=2 {
+        let collection = engine.collect();
+        assert!(
+            collection.outcomes.iter().all(|o| o.success),
+            "{:?}",
+            collection.outcomes
+        );
+        times.push(unix_nanos(collection.snapshot.timestamp));
+        exporter.publish.send_replace(Some(collection.snapshot));
+        eventually("export delivered", || receiver.received().len() == sequence).await;
+    }
+
+    let user = Some(("cpu.mode", "user"));
+    for (request, time) in receiver.received().iter().map(|r| &r.request).zip(&times) {
+        let node = resource_of(request, None);
+        let start = |resource, name, key| {
+            let (start, at, _) = point(metric(resource, name), key);
+            assert_eq!(at, *time, "{name}: the collection's time");
+            start
+        };
+        assert_eq!(start(node, "system.cpu.time", user), BOOT, "host CPU: boot");
+        assert_eq!(start(node, "system.network.io", None), BOOT, "host network: boot");
+        assert_eq!(
+            start(node, "metrics_exporter.collections", None),
+            BOOT + 123 * SECOND + 450_000_000,
+            "the exporter's own counter: its process start"
+        );
+        assert_eq!(
+            start(resource_of(request, Some("101")), "container.cpu.time", user),
+            BOOT + 2500 * SECOND,
+            "container: its init's start"
+        );
+        assert_eq!(
+            start(resource_of(request, Some("200")), "container.cpu.time", user),
+            BOOT + 3600 * SECOND + 120_000_000,
+            "VM: its QEMU process's start"
+        );
+        assert_eq!(
+            start(resource_of(request, Some("102")), "container.cpu.time", user),
+            times[0],
+            "unknown start: the first observation, held"
+        );
+    }
     exporter.shutdown().await;
 }

@@ -53,7 +53,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_semantic_conventions::attribute as semconv;
 
 use super::config::OtlpConfig;
-use crate::model::{Family, Kind, LabelValue, MetricDesc, Sample, Scope, Snapshot, Unit, Value};
+use crate::model::{CountsSince, Family, Kind, LabelValue, MetricDesc, Sample, Scope, Snapshot, Unit, Value};
 
 /// The Prometheus labels of a `Scope::Guest` family that identify the guest, and the resource
 /// attribute each becomes.
@@ -145,15 +145,19 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
 /// The start time of every cumulative series (counters and histograms), keyed by metric name
 /// and label values, kept between exports.
 ///
-/// - A series' start is the time of its first observation by this process. Its first point
-///   therefore has start == time: that is the OpenTelemetry collector's "true reset point"
-///   convention for a cumulative whose real origin is unknown (the metricstarttime
+/// - Where the snapshot says since when a family has been counting ([`CountsSince`]: the
+///   node's boot, the container's or the guest's start, the exporter's start), that instant is
+///   the series' start: the counter really was zero then, so a backend that ingests start
+///   times as a zero sample (Prometheus created timestamps) draws the true increase.
+/// - Where nothing better is known, a series' start is the time of its first observation by
+///   this process. Its first point then has start == time: the OpenTelemetry collector's "true
+///   reset point" convention for a cumulative whose origin is unknown (the metricstarttime
 ///   processor's default), which tells a consumer that this point is a baseline. Every later
-///   point carries the same, earlier, start. Claiming an earlier start (process or boot time)
-///   would make backends that ingest start times as a zero sample (Prometheus created
-///   timestamps) draw everything counted since boot as an increase at that instant.
-/// - A value (histogram: count) below the previous one is a reset (the guest restarted):
-///   the series starts again at that point's time, again as a reset point.
+///   point carries the same, earlier, start.
+/// - A known start that changes (a guest restarted) starts the series again at the new start.
+///   A value (histogram: count) below the previous one with the same known start is a reset the
+///   source did not announce: the series starts again at that point's time, as a reset point.
+/// - A start is never later than its point's time (a clock stepped back is clamped).
 /// - A series absent from a snapshot is forgotten at the end of that conversion, so memory
 ///   follows the live series count; if it comes back it starts again.
 #[derive(Debug, Default)]
@@ -165,6 +169,8 @@ pub struct StartTimes {
 #[derive(Debug, Clone, Copy)]
 struct SeriesStart {
     start: u64,
+    /// The start the snapshot declared at the last observation.
+    known: Option<u64>,
     last: f64,
     generation: u64,
 }
@@ -183,28 +189,35 @@ impl StartTimes {
         self.len() == 0
     }
 
-    /// Records one observation and returns the series' start time.
-    fn observe(&mut self, name: &'static str, labels: &[LabelValue], value: f64, time: u64) -> u64 {
+    /// Records one observation whose source declared `known` as its start (Unix nanoseconds)
+    /// and returns the series' start time.
+    fn observe(&mut self, name: &'static str, labels: &[LabelValue], value: f64, time: u64, known: Option<u64>) -> u64 {
         let generation = self.generation;
+        let known = known.map(|k| k.min(time));
         let family = self.series.entry(name).or_default();
         // Lookup by slice: a known series costs no allocation.
         if let Some(state) = family.get_mut(labels) {
-            if value < state.last {
+            if known != state.known {
+                state.start = known.unwrap_or(time);
+                state.known = known;
+            } else if value < state.last {
                 state.start = time;
             }
             state.last = value;
             state.generation = generation;
             return state.start;
         }
+        let start = known.unwrap_or(time);
         family.insert(
             labels.into(),
             SeriesStart {
-                start: time,
+                start,
+                known,
                 last: value,
                 generation,
             },
         );
-        time
+        start
     }
 
     fn begin(&mut self) {
@@ -291,13 +304,15 @@ fn new_metric(desc: &'static MetricDesc, name: &str) -> Metric {
     }
 }
 
-/// Adds one sample to `metric`. `skip` lists label indexes that went to the resource.
+/// Adds one sample to `metric`. `skip` lists label indexes that went to the resource;
+/// `known` is the start the snapshot declares for the sample's series.
 fn push_point(
     metric: &mut Metric,
     family: &Family,
     sample: &Sample,
     skip: &[usize],
     time: u64,
+    known: Option<u64>,
     starts: &mut StartTimes,
 ) {
     let desc = family.desc;
@@ -313,14 +328,14 @@ fn push_point(
     }
     match (metric.data.as_mut(), &sample.value) {
         (Some(metric::Data::Sum(sum)), Value::Number(v)) => {
-            let start = starts.observe(desc.name, &sample.labels, *v, time);
+            let start = starts.observe(desc.name, &sample.labels, *v, time, known);
             sum.data_points.push(number_point(attributes, start, time, *v));
         }
         (Some(metric::Data::Gauge(gauge)), Value::Number(v)) => {
             gauge.data_points.push(number_point(attributes, 0, time, *v));
         }
         (Some(metric::Data::Histogram(histogram)), Value::Histogram(h)) => {
-            let start = starts.observe(desc.name, &sample.labels, h.count as f64, time);
+            let start = starts.observe(desc.name, &sample.labels, h.count as f64, time, known);
             let mut bucket_counts = Vec::with_capacity(h.buckets.len() + 1);
             let mut below = 0u64;
             for (_, cumulative) in &h.buckets {
@@ -365,6 +380,8 @@ struct ResourceBuild {
     metrics: Vec<Metric>,
     /// Index of the family whose metric is `metrics.last()`, to append to it.
     current_family: Option<usize>,
+    /// A guest's start (Unix nanoseconds), when the snapshot declares it.
+    guest_start: Option<u64>,
 }
 
 impl ResourceBuild {
@@ -373,6 +390,7 @@ impl ResourceBuild {
             attributes,
             metrics: Vec::new(),
             current_family: None,
+            guest_start: None,
         }
     }
 
@@ -413,6 +431,11 @@ pub fn to_request(
     let mut guests: Vec<ResourceBuild> = Vec::new();
     let mut guest_index: HashMap<[LabelValue; 3], usize> = HashMap::new();
     let empty: LabelValue = LabelValue::from("");
+    let guest_starts: HashMap<&[LabelValue], u64> = snapshot
+        .guest_starts
+        .iter()
+        .map(|g| (&*g.identity, unix_nanos(g.start)))
+        .collect();
 
     for (family_index, family) in snapshot.families.iter().enumerate() {
         let desc = family.desc;
@@ -420,8 +443,12 @@ pub fn to_request(
         match desc.scope {
             Scope::Node => {
                 let mut metric = new_metric(desc, &name);
+                let known = match family.since {
+                    CountsSince::Instant(at) => Some(unix_nanos(at)),
+                    CountsSince::Unknown | CountsSince::GuestStart => None,
+                };
                 for sample in &family.samples {
-                    push_point(&mut metric, family, sample, &[], time, starts);
+                    push_point(&mut metric, family, sample, &[], time, known, starts);
                 }
                 node.metrics.push(metric);
             }
@@ -435,7 +462,9 @@ pub fn to_request(
                         Some(slot) => *slot,
                         None => {
                             let attributes = guest_attributes(&node_attributes, &key);
-                            guests.push(ResourceBuild::new(attributes));
+                            let mut guest = ResourceBuild::new(attributes);
+                            guest.guest_start = guest_starts.get(&key[..]).copied();
+                            guests.push(guest);
                             guest_index.insert(key, guests.len() - 1);
                             guests.len() - 1
                         }
@@ -445,8 +474,13 @@ pub fn to_request(
                         guest.metrics.push(new_metric(desc, &name));
                         guest.current_family = Some(family_index);
                     }
+                    let known = match family.since {
+                        CountsSince::Instant(at) => Some(unix_nanos(at)),
+                        CountsSince::GuestStart => guest.guest_start,
+                        CountsSince::Unknown => None,
+                    };
                     let metric = guest.metrics.last_mut().expect("pushed above");
-                    push_point(metric, family, sample, &skip, time, starts);
+                    push_point(metric, family, sample, &skip, time, known, starts);
                 }
             }
         }
@@ -659,6 +693,145 @@ mod tests {
             sum.data_points[0].start_time_unix_nano,
             sum.data_points[0].time_unix_nano,
         )
+    }
+
+    /// (start, time) of the sum point of `metric` in the resource with `container.id` =
+    /// `container` (`None`: the node), whose attribute `key` has `value` (or the first).
+    fn sum_start(
+        request: &ExportMetricsServiceRequest,
+        container: Option<&str>,
+        metric: &str,
+        key: Option<(&str, &str)>,
+    ) -> (u64, u64) {
+        let resource = request
+            .resource_metrics
+            .iter()
+            .find(|r| attr(&r.resource.as_ref().unwrap().attributes, "container.id") == container)
+            .unwrap();
+        let metric = resource.scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == metric)
+            .unwrap();
+        let points: Vec<(u64, u64, &[KeyValue])> = match metric.data.as_ref().unwrap() {
+            metric::Data::Sum(sum) => sum
+                .data_points
+                .iter()
+                .map(|p| (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..]))
+                .collect(),
+            metric::Data::Histogram(h) => h
+                .data_points
+                .iter()
+                .map(|p| (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..]))
+                .collect(),
+            _ => panic!("not cumulative"),
+        };
+        let (start, time, _) = points
+            .into_iter()
+            .find(|(_, _, a)| key.is_none_or(|(k, v)| attr(a, k) == Some(v)))
+            .unwrap();
+        (start, time)
+    }
+
+    const BOOT: u64 = 1_700_000_000;
+    const GUEST_101: u64 = 1_700_050_000;
+
+    /// [`snapshot`] with the node's counters declared since boot, the guest counters since
+    /// their guest's start, and a start for guest 101 only.
+    fn declared(cpu: f64, secs: u64, guest_start: u64) -> Snapshot {
+        let mut snapshot = snapshot(cpu, secs);
+        for family in &mut snapshot.families {
+            family.since = match family.desc.name {
+                "node_network_receive_bytes_total" => CountsSince::Instant(UNIX_EPOCH + Duration::from_secs(BOOT)),
+                "container_cpu_usage_seconds_total" | "container_runqueue_latency_seconds" => CountsSince::GuestStart,
+                _ => CountsSince::Unknown,
+            };
+        }
+        snapshot.guest_starts = vec![crate::model::GuestStart {
+            identity: Arc::new(["101".into(), "web".into(), "lxc".into()]),
+            start: UNIX_EPOCH + Duration::from_secs(guest_start),
+        }];
+        snapshot
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn declared_start_times_boot_guest_start_or_first_observation() {
+        let mut starts = StartTimes::new();
+        let t = BOOT + 100_000;
+        let request = to_request(&declared(10.0, t, GUEST_101), &mut starts, &template());
+        let cpu = Some(("cpu.mode", "user"));
+        assert_eq!(
+            sum_start(&request, None, "system.network.io", None),
+            (BOOT * S, t * S),
+            "node counter: boot"
+        );
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu),
+            (GUEST_101 * S, t * S),
+            "guest counter: the guest's start"
+        );
+        assert_eq!(
+            sum_start(
+                &request,
+                Some("101"),
+                "metrics_exporter.container.runqueue_latency",
+                None
+            ),
+            (GUEST_101 * S, t * S),
+            "histogram: the guest's start"
+        );
+        assert_eq!(
+            sum_start(&request, Some("102"), "container.cpu.time", cpu),
+            (t * S, t * S),
+            "guest without a known start: first observation"
+        );
+        assert_eq!(
+            sum_start(&request, None, "node.pressure_cpu_waiting", None),
+            (t * S, t * S),
+            "undeclared: first observation"
+        );
+
+        // Held while nothing changes.
+        let request = to_request(&declared(11.0, t + 1, GUEST_101), &mut starts, &template());
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu).0,
+            GUEST_101 * S
+        );
+        assert_eq!(sum_start(&request, Some("102"), "container.cpu.time", cpu).0, t * S);
+
+        // The counter went backwards with the same declared start: a reset at this point.
+        let request = to_request(&declared(1.0, t + 2, GUEST_101), &mut starts, &template());
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu),
+            ((t + 2) * S, (t + 2) * S)
+        );
+        let request = to_request(&declared(2.0, t + 3, GUEST_101), &mut starts, &template());
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu).0,
+            (t + 2) * S
+        );
+
+        // The guest restarted (a new declared start), even with a value above the last one.
+        let restarted = t + 3;
+        let request = to_request(&declared(50.0, t + 4, restarted), &mut starts, &template());
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu).0,
+            restarted * S
+        );
+        assert_eq!(
+            sum_start(&request, None, "system.network.io", None).0,
+            BOOT * S,
+            "the node's start holds"
+        );
+
+        // A declared start after the point's time (clock stepped back) is clamped to it.
+        let request = to_request(&declared(60.0, t + 5, t + 9), &mut starts, &template());
+        assert_eq!(
+            sum_start(&request, Some("101"), "container.cpu.time", cpu),
+            ((t + 5) * S, (t + 5) * S)
+        );
     }
 
     #[test]

@@ -11,14 +11,14 @@
 //! public constructors, so `opentelemetry_otlp::MetricExporter` cannot be handed a snapshot.
 //! The other SDK route, observable instruments whose callbacks read the latest snapshot, was
 //! rejected because it takes from us exactly what this exporter must control: the SDK stamps
-//! its own start time per instrument (not the first observation per series, and no new start
-//! after a guest restarts), allows one `Resource` per `SdkMeterProvider` (a provider per guest
-//! would come and go with guests), and cannot express a histogram whose buckets are already
-//! aggregated by the kernel. So the request is built directly from the generated OTLP types of
-//! `opentelemetry-proto` (the opentelemetry-rust project's own protocol crate, the one
-//! opentelemetry-otlp itself sends with) and sent with its tonic client. Attribute keys come
-//! from `opentelemetry-semantic-conventions`, so resource keys are spelled by the conventions'
-//! crate rather than by hand.
+//! its own start time per instrument (not the boot, the guest's start or the first observation
+//! per series, and no new start after a guest restarts), allows one `Resource` per
+//! `SdkMeterProvider` (a provider per guest would come and go with guests), and cannot express
+//! a histogram whose buckets are already aggregated by the kernel. So the request is built
+//! directly from the generated OTLP types of `opentelemetry-proto` (the opentelemetry-rust
+//! project's own protocol crate, the one opentelemetry-otlp itself sends with) and sent with
+//! its tonic client. Attribute keys come from `opentelemetry-semantic-conventions`, so resource
+//! keys are spelled by the conventions' crate rather than by hand.
 //!
 //! # Wiring (main)
 //! ```ignore

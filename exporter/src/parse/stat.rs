@@ -1,4 +1,4 @@
-//! Parser of the `cpu` lines of `/proc/stat` (proc(5); Linux `fs/proc/stat.c`).
+//! Parser of the `cpu` lines and of `btime` of `/proc/stat` (proc(5); Linux `fs/proc/stat.c`).
 //!
 //! Values are in USER_HZ ticks. `guest` and `guest_nice` are already included in `user` and
 //! `nice` (the kernel adds guest time to both). Hand-written rather than
@@ -97,6 +97,19 @@ pub fn parse(text: &str) -> Result<Stat, ParseError> {
     Ok(Stat { total, cpus })
 }
 
+/// The `btime` line: the boot time in whole seconds since the Unix epoch (the kernel prints
+/// the wall clock minus the time since boot, truncated). Inside an LXC container lxcfs copies
+/// this line from the host's file unchanged, so it is the host's boot.
+pub fn parse_btime(text: &str) -> Result<u64, ParseError> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .ok_or_else(|| ParseError::new("/proc/stat has no btime line"))?;
+    line.trim()
+        .parse()
+        .map_err(|_| ParseError::new(format!("malformed /proc/stat btime line: {line:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +136,19 @@ mod tests {
     fn offline_cpu_keeps_its_number() {
         let s = parse("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 1 1 1 1 1 1 1 1 1\ncpu3 2 2 2 2 2 2 2 2 2 2\n").unwrap();
         assert_eq!(s.cpus.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 3]);
+    }
+
+    #[test]
+    fn boot_time() {
+        assert_eq!(parse_btime(HOST), Ok(1732185325));
+        assert_eq!(
+            parse_btime("cpu  1 2 3 4 5 6 7 8 9 10\nbtime 17\nprocesses 3\n"),
+            Ok(17)
+        );
+        assert!(parse_btime("cpu  1 2 3 4 5 6 7 8 9 10\n").is_err());
+        assert!(parse_btime("btime x\n").is_err());
+        assert!(parse_btime("btime -5\n").is_err());
+        assert!(parse_btime("btime \n").is_err());
     }
 
     #[test]

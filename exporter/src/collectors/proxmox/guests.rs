@@ -175,6 +175,8 @@ struct Guest {
     /// The guest config's stamp at the last limit read: Proxmox changes limits (`pct set`,
     /// `qm set`) by writing the config, so a new stamp means new limits.
     config_stamp: Option<Stamp>,
+    /// When the guest started (its counters' start for OTLP), read once per guest life.
+    start: crate::starts::StartSlot,
 }
 
 /// Limits (cpu.max, memory.max, memory.high, memory.swap.max, pids.max, v1
@@ -286,6 +288,7 @@ impl Guest {
             limits: Vec::new(),
             limits_due: None,
             config_stamp: None,
+            start: crate::starts::StartSlot::default(),
             dir: shared,
         }
     }
@@ -375,6 +378,7 @@ impl Guest {
         self.walk_due = 0;
         self.limits.clear();
         self.limits_due = None;
+        self.start.forget();
     }
 }
 
@@ -788,6 +792,8 @@ pub struct GuestsCollector {
     io_rows: Vec<cgroup::IoCounters>,
     /// The eBPF programs, when they run: a slot per running guest, read once per collection.
     ebpf: Option<GuestEbpf>,
+    /// Reads each guest's start when it is first seen or restarted.
+    starts: crate::starts::GuestStarts,
 }
 
 /// The eBPF side of the guests collector. CPU time, memory, pressure and interface traffic
@@ -878,6 +884,7 @@ impl GuestsCollector {
             net_names: String::new(),
             io_rows: Vec::new(),
             ebpf: None,
+            starts: crate::starts::GuestStarts::new(&env.proc_path),
         };
         // Room in the descriptor table for the guests running now, made while the process
         // has one thread (see FdBudget::reserve_table).
@@ -1758,6 +1765,7 @@ impl Collector for GuestsCollector {
                 continue;
             }
             alive.insert(key);
+            self.starts.declare(&mut guest.start, &guest.dir, &labels.base, out);
             let first = self.net_rows.partition_point(|r| r.key < key);
             let entry = self.configs.get(&key);
             for row in self.net_rows[first..].iter().take_while(|r| r.key == key) {
@@ -1845,6 +1853,9 @@ impl Collector for GuestsCollector {
         }
 
         self.families.flush(out);
+        // Cgroup counters and the guest's veth/tap devices count from zero since it started;
+        // the eBPF series below count from the guest's slot and are not declared.
+        out.set_counts_since(GUEST_METRICS, crate::model::CountsSince::GuestStart);
         if let Some(ebpf) = &mut self.ebpf {
             ebpf.sync(&alive, &self.guests);
             // One pass over the mmap-ed counters for every guest: no syscall per guest.
