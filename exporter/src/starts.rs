@@ -86,7 +86,9 @@ pub fn read_node_start(proc_path: &Path, boot_seconds: u64, in_container: bool) 
 const MAX_LEVELS: usize = 6;
 
 /// The start (ticks after boot) of the oldest process of the first level of `cgroup`'s tree
-/// that holds processes; `None` when no level holds one (a guest still starting).
+/// that holds processes; `None` when no level holds one (a guest still starting) or when every
+/// process of that level exited before its start was read (a younger one deeper down is not
+/// the guest's first).
 pub fn read_first_process_ticks(proc_path: &Path, cgroup: &Path) -> Result<Option<u64>, CollectError> {
     let mut level = vec![cgroup.to_path_buf()];
     let mut pids = Vec::new();
@@ -106,7 +108,7 @@ pub fn read_first_process_ticks(proc_path: &Path, cgroup: &Path) -> Result<Optio
                 Err(e) => return Err(e),
             }
         }
-        if oldest.is_some() {
+        if !pids.is_empty() {
             return Ok(oldest);
         }
         level = children(&level)?;
@@ -290,6 +292,10 @@ mod tests {
         // A VM scope: the QEMU process and a younger helper, one of them already gone.
         write(&root.join("cg/qemu.slice/200.scope/cgroup.procs"), "300\n302\n999\n");
         write(&root.join("cg/lxc/102/cgroup.procs"), "");
+        // Every process of the first populated level exited: a deeper one is not its start.
+        write(&root.join("cg/lxc/104/cgroup.procs"), "");
+        write(&root.join("cg/lxc/104/ns/cgroup.procs"), "998\n");
+        write(&root.join("cg/lxc/104/ns/deeper/cgroup.procs"), "300\n");
         dir
     }
 
@@ -307,6 +313,7 @@ mod tests {
             Some(250_050)
         );
         assert_eq!(read_first_process_ticks(&proc, &cg.join("lxc/102")).unwrap(), None);
+        assert_eq!(read_first_process_ticks(&proc, &cg.join("lxc/104")).unwrap(), None);
         assert!(
             read_first_process_ticks(&proc, &cg.join("lxc/103"))
                 .unwrap_err()
