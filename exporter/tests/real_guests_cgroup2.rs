@@ -80,6 +80,10 @@ fn real_guests_on_pure_cgroup2() {
     let (code, report) =
         vm::parse_verdict(&boot.serial).unwrap_or_else(|e| panic!("{e:#}. Serial log:\n{}", boot.serial));
     println!("{}", report.table());
+    // The payload's phase timings (and anything else it said) from the console.
+    for line in boot.serial.lines().filter(|l| l.starts_with("rig-payload")) {
+        println!("{line}");
+    }
     println!(
         "kernel {} ({}); boot to verdict {:?}, VM {:?}, whole test {:?}",
         kernel.release,

@@ -32,6 +32,10 @@ const METRICS_ADDRESS: &str = "127.0.0.1:9100";
 
 /// Blocks of 4 KiB the container writes and reads back with O_DIRECT.
 const IO_BLOCKS: usize = 256;
+/// MiB the container reads through the page cache (its file pages; the limit is 64 MiB).
+const CACHE_MIB: usize = 8;
+/// Created by the page-cache reader once its reads are done.
+const CACHE_READY: &str = "/run/rig-cache-ready";
 /// Datagrams (and their size) the container sends to the bridge address and receives back.
 const DATAGRAMS: usize = 50;
 const DATAGRAM_BYTES: usize = 1000;
@@ -650,7 +654,13 @@ fn limits_of(config: &GuestConfig) -> Limits {
     }
 }
 
+/// Prints how long the run took so far, so that a slow phase shows on the console.
+fn phase(start: Instant, what: &str) {
+    eprintln!("rig-payload: {:6.2} s {what}", start.elapsed().as_secs_f64());
+}
+
 pub fn run() -> anyhow::Result<Report> {
+    let start = Instant::now();
     let mut report = Report::new("cgroup2");
     let cgroups = Hierarchies::read()?;
     if cgroups.hybrid() || cgroups.unified() != Some(Path::new(CGROUP_ROOT)) {
@@ -661,13 +671,13 @@ pub fn run() -> anyhow::Result<Report> {
 
     // Guests and their steady workloads: burners under CPU quotas small enough to throttle.
     let mut ct = Guest::container(&cgroups, 101, limits_of(config(101)))?;
-    ct.start(ct.netns(), "burn", &[])?;
     let mut churned = Guest::container(&cgroups, 102, limits_of(config(102)))?;
     churned.start(churned.netns(), "burn", &[])?;
     let mut vm = Guest::vm(&cgroups, 200, limits_of(config(200)))?;
     vm.start(Netns::Host, "burn", &[])?;
     vm.start(Netns::Host, "sleep", &[])?;
 
+    phase(start, "guests started");
     // Network: the bridge, the container's veth, bounded UDP both ways.
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{BRIDGE_ADDRESS}/24"), "dev", BRIDGE])?;
@@ -698,6 +708,7 @@ pub fn run() -> anyhow::Result<Report> {
         receiver.send_to(&buffer[..DATAGRAM_BYTES], (CT_ADDRESS, 9))?;
     }
 
+    phase(start, "traffic done");
     // Block IO with O_DIRECT from inside the container's cgroup.
     let io = ct.run(ct.netns(), "io", &[SCRATCH_DISK, &IO_BLOCKS.to_string()])?;
     if !io.success() {
@@ -705,6 +716,7 @@ pub fn run() -> anyhow::Result<Report> {
     }
     let device = truth::device_number(Path::new(SCRATCH_DISK)).context("no scratch disk")?;
 
+    phase(start, "block IO done");
     // A memory hog in `ns`, killed under memory.max of lxc/101.
     let hog = ct.run(ct.netns(), "hog", &["256"])?;
     use std::os::unix::process::ExitStatusExt;
@@ -722,7 +734,21 @@ pub fn run() -> anyhow::Result<Report> {
     if (hierarchical, local, ns_local) != (1, 0, 1) {
         bail!("expected the kill in ns only (1, 0, 1), read ({hierarchical}, {local}, {ns_local})");
     }
-
+    // Page cache charged to the container (buffered reads of the same disk), after the hog so
+    // that its reclaim does not drop it: usage, working set and the GUI's figure then differ.
+    ct.start(
+        ct.netns(),
+        "cache",
+        &[SCRATCH_DISK, &CACHE_MIB.to_string(), CACHE_READY],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(CACHE_READY).exists() {
+        if Instant::now() > deadline {
+            bail!("the buffered reads in the container did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    phase(start, "traffic, IO, page cache and OOM kill done");
     pve::write_tree(Path::new(PVE_PATH), NODE, &configs, 1_764_900_000)?;
 
     // --once has no observation window: eBPF counters must be absent there.
@@ -734,20 +760,31 @@ pub fn run() -> anyhow::Result<Report> {
         Expect::Absent,
     );
 
+    phase(start, "exporter --once done");
     let exporter = Exporter::start()?;
+    phase(start, "exporter serving, eBPF loaded");
     // Task churn the eBPF programs must count: CHILDREN forks by one process that the rig
     // started in `ns` (its exec and exit count too).
     let children = ct.run(ct.netns(), "children", &[&CHILDREN.to_string()])?;
     if !children.success() {
         bail!("children in the container failed: {children}");
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // The container's burner starts only now: under its 0.2-core quota it would slow every
+    // workload above to a crawl. Its exec is the second one the programs see in `ns`.
+    ct.start(ct.netns(), "burn", &[])?;
+    std::thread::sleep(Duration::from_millis(1500));
 
     let guests = [&ct, &churned, &vm];
+    phase(start, "children done");
     let before = read_all(&cgroups, &guests, &ct);
     exporter.collect()?;
+    phase(start, "collection done");
     let after = read_all(&cgroups, &guests, &ct);
     let series = exporter.scrape()?;
+    phase(start, "first collection compared");
+    if before.guests[0].memory_file.unwrap_or(0) == 0 {
+        bail!("lxc/101 has no file cache: its usage and GUI memory would not differ");
+    }
     if before.guests[0].cpu_throttled_periods.unwrap_or(0) == 0 {
         bail!("lxc/101 was never throttled: its quota does not bite, the throttling checks would prove nothing");
     }
@@ -774,7 +811,7 @@ pub fn run() -> anyhow::Result<Report> {
             "eBPF execs",
             "container_tasks_execs_total",
             &[],
-            Expect::Equal(CHILDREN as f64 + 1.0),
+            Expect::Equal(CHILDREN as f64 + 2.0),
         );
         c.expect(
             "eBPF exits",
@@ -853,5 +890,6 @@ pub fn run() -> anyhow::Result<Report> {
         );
     }
     drop(exporter);
+    phase(start, "churn done");
     Ok(report)
 }

@@ -100,6 +100,7 @@ pub fn run_role(role: &str, args: &[String]) -> anyhow::Result<()> {
         }
         "hog" => hog(arg(0)?.parse()?),
         "io" => block_io(Path::new(arg(0)?), arg(1)?.parse()?),
+        "cache" => page_cache(Path::new(arg(0)?), arg(1)?.parse()?, Path::new(arg(2)?)),
         "udp-send" => udp_send(arg(0)?, arg(1)?.parse()?, arg(2)?.parse()?),
         other => bail!("unknown role {other}"),
     }
@@ -155,6 +156,22 @@ fn block_io(device: &Path, blocks: usize) -> anyhow::Result<()> {
         libc::close(fd);
     }
     result
+}
+
+/// Reads `mib` MiB of `device` through the page cache, which charges the cached pages to the
+/// reader's cgroup (`memory.stat` `file`: usage and the GUI's figure then differ), creates
+/// `ready`, and keeps the device open: the last close of a block device drops its page cache.
+fn page_cache(device: &Path, mib: usize, ready: &Path) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open(device).with_context(|| format!("opening {}", device.display()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        file.read_exact(&mut buffer)
+            .with_context(|| format!("reading MiB {i} of {}", device.display()))?;
+    }
+    std::fs::write(ready, "")?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// Sends `count` datagrams of `size` bytes to `address`.
