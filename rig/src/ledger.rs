@@ -112,7 +112,11 @@ impl Ledger {
     /// one failed; the state file goes last (with the rig dir, itself a `RemoveTree` entry).
     pub fn unwind(&mut self) {
         while let Some(undo) = self.entries.pop() {
+            let started = std::time::Instant::now();
             undo_one(&undo);
+            if started.elapsed() > Duration::from_millis(500) {
+                eprintln!("rig teardown: {undo:?} took {:.1} s", started.elapsed().as_secs_f64());
+            }
             if self.path.parent().is_some_and(Path::exists) {
                 let _ = self.save();
             }

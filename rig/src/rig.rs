@@ -237,6 +237,21 @@ impl Rig {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         let mut ledger = Ledger::create(&state_path(dir))?;
         ledger.record(Undo::RemoveTree(dir.to_path_buf()))?;
+        // The rig's files live on a tmpfs of its own: unpacking the Debian tree and removing
+        // it again cost a second instead of the 15 s that unlinking ~10,000 files takes on this
+        // machine's disk (mounted with `discard`). The ledger is written there from now on.
+        command::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=4g,mode=0755",
+                "metrics-exporter-rig",
+                &dir.display().to_string(),
+            ],
+        )?;
+        ledger.record(Undo::Unmount(dir.to_path_buf()))?;
         let cgroups = Hierarchies::read()?;
         let mut rig = Rig {
             description: Description {
