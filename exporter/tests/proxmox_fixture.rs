@@ -119,8 +119,211 @@ fn families_of(snap: &Snapshot, id: &str) -> BTreeSet<&'static str> {
 #[test]
 fn every_guest_value_of_expected_json() {
     let env = synthetic::environment_for_tree(&fixture_root());
-    let snap = collect("guests", &env);
-    let expected = expected();
+    check_every_guest_value(&collect("guests", &env), &expected());
+}
+
+/// The hybrid tree: fixtures/proxmox-hybrid, cgroup2 at `sys/fs/cgroup/unified` (CGROUP_PATH)
+/// and the cpu+cpuacct, memory, blkio, pids controllers in v1 hierarchies.
+fn hybrid_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-hybrid")
+}
+
+fn hybrid_environment(root: &Path) -> Environment {
+    let mut env = synthetic::environment_for_tree(root);
+    env.cgroup_path = Some(root.join("sys/fs/cgroup/unified"));
+    env
+}
+
+fn hybrid_expected() -> Json {
+    serde_json::from_str(&std::fs::read_to_string(hybrid_root().join("expected.json")).unwrap()).unwrap()
+}
+
+/// Hybrid layout: CPU limit and throttling from v1 `cpu`, swap limit from v1 memsw, IO from
+/// v1 blkio, OOM kills summed over the v1 memcg subtree. Before the v1 files were read, the
+/// throttling, CPU limit, swap limit and IO series were absent and oom_kills was 0.
+#[test]
+fn every_guest_value_of_the_hybrid_tree() {
+    let env = hybrid_environment(&hybrid_root());
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    check_every_guest_value(&snap, &hybrid_expected());
+    // Again with every descriptor kept open.
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    check_every_guest_value(&snap, &hybrid_expected());
+}
+
+/// Where the cgroup2 tree has no `cpu.stat` (kernels before 4.15 print it only with the cpu
+/// controller), the guests' CPU time comes from v1 cpuacct; the guests are not dropped.
+#[test]
+fn hybrid_without_cgroup2_cpu_stat_reads_cpuacct() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    copy_tree(&hybrid_root(), &root);
+    let expected = hybrid_expected();
+    for (id, guest) in expected["guests"].as_object().unwrap() {
+        let rel = match guest["type"].as_str().unwrap() {
+            "lxc" => format!("lxc/{id}"),
+            _ => format!("qemu.slice/{id}.scope"),
+        };
+        std::fs::remove_file(root.join("sys/fs/cgroup/unified").join(rel).join("cpu.stat")).unwrap();
+    }
+    let snap = collect("guests", &hybrid_environment(&root));
+    for (id, guest) in expected["guests"].as_object().unwrap() {
+        let want = &guest["cpuacct_fallback"];
+        for (key, metric) in [
+            ("cpu_seconds", "container_cpu_usage_seconds_total"),
+            ("cpu_user_seconds", "container_cpu_user_seconds_total"),
+            ("cpu_system_seconds", "container_cpu_system_seconds_total"),
+        ] {
+            let got = one(&snap, metric, &[("container_id", id.as_str())]);
+            assert!(close(got, want[key].as_f64().unwrap()), "{id} {metric}: {got}");
+        }
+        // The rest of the guest is still there.
+        assert_eq!(
+            one(&snap, "container_oom_kills_total", &[("container_id", id.as_str())]),
+            guest["oom_kills"].as_f64().unwrap()
+        );
+    }
+}
+
+/// v1 counts an OOM kill only in the victim's memcg: the guest's total is the sum over its
+/// subtree, a kill in a cgroup created after the last listing is seen once the cgroup2
+/// subtree's shape changes, and the kills of a cgroup that is removed (systemd restarting the
+/// killed service) stay in the total.
+#[test]
+fn hybrid_oom_kills_follow_the_v1_subtree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    copy_tree(&hybrid_root(), &root);
+    let env = hybrid_environment(&root);
+    let kills = |snap: &Snapshot| one(snap, "container_oom_kills_total", &[("container_id", "101")]);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(kills(&snap), 3.0);
+
+    // A new service cgroup (in both trees, as LXC and systemd create them) whose process is
+    // OOM-killed; the cgroup2 subtree's cgroup.stat says it has one more descendant.
+    let unified = root.join("sys/fs/cgroup/unified/lxc/101");
+    let memory = root.join("sys/fs/cgroup/memory/lxc/101");
+    std::fs::create_dir_all(unified.join("ns/system.slice/hog.service")).unwrap();
+    std::fs::write(unified.join("ns/system.slice/hog.service/cgroup.procs"), "").unwrap();
+    std::fs::write(
+        unified.join("cgroup.stat"),
+        "nr_descendants 5\nnr_dying_descendants 0\n",
+    )
+    .unwrap();
+    let hog = memory.join("ns/system.slice/hog.service");
+    std::fs::create_dir_all(&hog).unwrap();
+    std::fs::write(
+        hog.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n",
+    )
+    .unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(kills(&snap), 7.0);
+
+    // systemd removes the killed service's cgroup: its kills stay in the guest's total.
+    std::fs::remove_dir_all(&hog).unwrap();
+    std::fs::remove_dir_all(unified.join("ns/system.slice/hog.service")).unwrap();
+    std::fs::write(
+        unified.join("cgroup.stat"),
+        "nr_descendants 4\nnr_dying_descendants 1\n",
+    )
+    .unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(kills(&snap), 7.0);
+    // A later kill in ns adds to it.
+    std::fs::write(
+        memory.join("ns/memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    )
+    .unwrap();
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    assert_eq!(kills(&snap), 8.0);
+}
+
+/// cgroup2 mounted with `memory_localevents`: each cgroup's memory.events counts only its own
+/// events, so the guest's OOM kills and memory events are the sums over its subtree. Without
+/// the option the guest cgroup's own (hierarchical) memory.events is read, never
+/// memory.events.local.
+#[test]
+fn pure_cgroup2_memory_events_local_or_hierarchical() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    copy_tree(&fixture_root(), &root);
+    let cg = root.join("sys/fs/cgroup/lxc/102");
+    // memory.events.local of the guest cgroup says nothing happened there itself.
+    std::fs::write(
+        cg.join("memory.events.local"),
+        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+    )
+    .unwrap();
+    let snap = collect("guests", &synthetic::environment_for_tree(&root));
+    assert_eq!(one(&snap, "container_oom_kills_total", &[("container_id", "102")]), 2.0);
+
+    // The same files under memory_localevents: lxc/102/memory.events is local now, and the
+    // kills happened below it.
+    let mountinfo = root.join("proc/self/mountinfo");
+    let text = std::fs::read_to_string(&mountinfo).unwrap().replace(
+        "cgroup2 cgroup2 rw,nsdelegate,",
+        "cgroup2 cgroup2 rw,nsdelegate,memory_localevents,",
+    );
+    assert!(text.contains("memory_localevents"));
+    std::fs::write(&mountinfo, text).unwrap();
+    let local = "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n";
+    fn each_events_file(dir: &Path, f: &mut dyn FnMut(&Path)) {
+        if dir.join("memory.events").exists() {
+            f(&dir.join("memory.events"));
+        }
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                each_events_file(&entry.path(), f);
+            }
+        }
+    }
+    let mut files = 0;
+    each_events_file(&cg, &mut |path| {
+        std::fs::write(path, local).unwrap();
+        files += 1;
+    });
+    assert!(files >= 3, "{files} memory.events files below lxc/102");
+    std::fs::write(
+        cg.join("ns/memory.events"),
+        "low 0\nhigh 5\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n",
+    )
+    .unwrap();
+    let service = cg.join("ns/system.slice/ssh.service");
+    std::fs::write(
+        service.join("memory.events"),
+        "low 0\nhigh 0\nmax 2\noom 0\noom_kill 3\noom_group_kill 0\n",
+    )
+    .unwrap();
+    let env = synthetic::environment_for_tree(&root);
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    assert!(
+        guests.notes().iter().any(|n| n.contains("memory_localevents")),
+        "{:?}",
+        guests.notes()
+    );
+    let (snap, result) = collect_with(guests.as_mut());
+    result.unwrap();
+    let g102 = [("container_id", "102")];
+    assert_eq!(one(&snap, "container_oom_kills_total", &g102), 4.0);
+    let event = |name: &str| {
+        let mut want = g102.to_vec();
+        want.push(("event", name));
+        one(&snap, "container_memory_events_total", &want)
+    };
+    assert_eq!((event("high"), event("max"), event("oom")), (5.0, 3.0, 1.0));
+}
+
+fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
     for (id, guest) in expected["guests"].as_object().unwrap() {
         let kind = guest["type"].as_str().unwrap();
         let name = guest["name"].as_str().unwrap();
@@ -164,6 +367,12 @@ fn every_guest_value_of_expected_json() {
                 }
                 None => {}
             }
+        }
+        if absent.contains(&"oom_events") {
+            assert!(
+                values(&snap, "container_memory_events_total", &base).is_empty(),
+                "{id}: memory events must be absent"
+            );
         }
         if let Some(events) = guest.get("oom_events").and_then(Json::as_f64) {
             let mut want = base.to_vec();
