@@ -17,12 +17,12 @@ use super::cpio::Archive;
 /// Where kernels and base images are kept between runs.
 pub const DEFAULT_CACHE: &str = "/var/cache/metrics-exporter-rig/vm";
 
-/// The modules loaded by the VM's /init, in load order (dependencies first is not needed:
-/// `modprobe` reads `modules.dep`).
-pub const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "veth", "bridge"];
+/// The modules loaded by the VM's /init (`modprobe` loads their dependencies from
+/// `modules.dep`): the scratch disk, the containers' veth pairs and bridge, the VM's tap.
+pub const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "veth", "bridge", "tun"];
 
 /// Bump when the base archive's recipe changes, so that a cached one is rebuilt.
-const BASE_RECIPE: u32 = 1;
+const BASE_RECIPE: u32 = 2;
 
 /// A cached kernel ready to boot.
 #[derive(Debug, Clone)]

@@ -34,6 +34,12 @@ const METRICS_ADDRESS: &str = "127.0.0.1:9100";
 const IO_BLOCKS: usize = 256;
 /// MiB the container reads through the page cache (its file pages; the limit is 64 MiB).
 const CACHE_MIB: usize = 8;
+/// The VM's NIC: its MAC (the source of its frames) and the address the host sends to.
+const VM_MAC: &str = "BC:24:11:00:02:00";
+const VM_ADDRESS: &str = "10.99.0.200";
+const VM_READY: &str = "/run/rig-tap-ready";
+/// Frames the VM sends to the bridge.
+const VM_FRAMES: usize = 40;
 /// Created by the page-cache reader once its reads are done.
 const CACHE_READY: &str = "/run/rig-cache-ready";
 /// Datagrams (and their size) the container sends to the bridge address and receives back.
@@ -543,7 +549,9 @@ fn check_cgroup(c: &mut Checker, b: &CgroupTruth, a: &CgroupTruth, device: &str)
 
 /// Interface counters of the container in its own view: what `eth0` counted in its namespace,
 /// and the host side `veth<vmid>i0` swapped (host receive is what the guest sent).
-fn check_network(c: &mut Checker, b: &Reads, a: &Reads, host: &str) {
+/// A VM's tap has no guest end the payload can read (QEMU's descriptor is the other end):
+/// `guest_end` is false there.
+fn check_network(c: &mut Checker, b: &Reads, a: &Reads, host: &str, guest_end: bool) {
     let interface = [("interface", "net0")];
     type Field = fn(&NetCounters) -> u64;
     let quantities: [(&str, &str, Field, Field); 4] = [
@@ -573,15 +581,17 @@ fn check_network(c: &mut Checker, b: &Reads, a: &Reads, host: &str) {
         ),
     ];
     for (quantity, name, guest_field, host_field) in quantities {
-        let guest_end = |r: &Reads| r.ct_net.get("eth0").map(|n| guest_field(n) as f64);
+        let guest = |r: &Reads| r.ct_net.get("eth0").map(|n| guest_field(n) as f64);
         let host_end = |r: &Reads| r.host_net.get(host).map(|n| host_field(n) as f64);
-        c.counter(
-            &format!("{quantity}, guest end eth0"),
-            name,
-            &interface,
-            guest_end(b),
-            guest_end(a),
-        );
+        if guest_end {
+            c.counter(
+                &format!("{quantity}, guest end eth0"),
+                name,
+                &interface,
+                guest(b),
+                guest(a),
+            );
+        }
         c.counter(
             &format!("{quantity}, host end {host}"),
             name,
@@ -637,7 +647,12 @@ fn guest_configs() -> Vec<GuestConfig> {
             swap_mib: None,
             cores: 1,
             cpulimit: Some(0.3),
-            nets: vec![],
+            nets: vec![Net {
+                mac: VM_MAC.into(),
+                bridge: BRIDGE.into(),
+                guest_name: None,
+                address: None,
+            }],
             tags: vec![],
             unprivileged: false,
             rootfs: None,
@@ -652,6 +667,18 @@ fn limits_of(config: &GuestConfig) -> Limits {
         cpulimit: config.cpulimit,
         pids_max: Some(64),
     }
+}
+
+/// Waits (bounded) for a workload to create `ready`.
+fn wait_for(ready: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(ready).exists() {
+        if Instant::now() > deadline {
+            bail!("{ready} did not appear within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Prints how long the run took so far, so that a slow phase shows on the console.
@@ -683,6 +710,18 @@ pub fn run() -> anyhow::Result<Report> {
     ip(&["addr", "add", &format!("{BRIDGE_ADDRESS}/24"), "dev", BRIDGE])?;
     ip(&["link", "set", BRIDGE, "up"])?;
     connect(&ct)?;
+    // The VM's NIC: a tap on the bridge that the VM's process holds, as QEMU does.
+    ip(&["tuntap", "add", "dev", "tap200i0", "mode", "tap"])?;
+    ip(&["link", "set", "tap200i0", "master", BRIDGE, "up"])?;
+    let bridge_mac = read(Path::new("/sys/class/net").join(BRIDGE).join("address").as_path())?;
+    vm.start(
+        Netns::Host,
+        "tap",
+        &["tap200i0", bridge_mac.trim(), &VM_FRAMES.to_string(), VM_READY],
+    )?;
+    wait_for(VM_READY)?;
+    // Unicast to the VM's MAC (learnt by the bridge from its frames): only the tap sees it.
+    ip(&["neigh", "add", VM_ADDRESS, "lladdr", VM_MAC, "dev", BRIDGE])?;
     let receiver = std::net::UdpSocket::bind((BRIDGE_ADDRESS, 9999))?;
     let sent = ct.run(
         ct.netns(),
@@ -702,6 +741,9 @@ pub fn run() -> anyhow::Result<Report> {
         receiver
             .recv_from(&mut buffer)
             .with_context(|| format!("datagram {i} from the container did not arrive"))?;
+    }
+    for _ in 0..DATAGRAMS {
+        receiver.send_to(&buffer[..DATAGRAM_BYTES], (VM_ADDRESS, 9))?;
     }
     // Answers to a port nobody listens on: the container's stack replies port unreachable.
     for _ in 0..DATAGRAMS {
@@ -741,13 +783,7 @@ pub fn run() -> anyhow::Result<Report> {
         "cache",
         &[SCRATCH_DISK, &CACHE_MIB.to_string(), CACHE_READY],
     )?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !Path::new(CACHE_READY).exists() {
-        if Instant::now() > deadline {
-            bail!("the buffered reads in the container did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(CACHE_READY)?;
     phase(start, "traffic, IO, page cache and OOM kill done");
     pve::write_tree(Path::new(PVE_PATH), NODE, &configs, 1_764_900_000)?;
 
@@ -788,6 +824,10 @@ pub fn run() -> anyhow::Result<Report> {
     if before.guests[0].cpu_throttled_periods.unwrap_or(0) == 0 {
         bail!("lxc/101 was never throttled: its quota does not bite, the throttling checks would prove nothing");
     }
+    {
+        let mut c = guest_checker(&mut report, &series, &vm);
+        check_network(&mut c, &before, &after, "tap200i0", false);
+    }
     for (i, guest) in guests.iter().enumerate() {
         let mut c = guest_checker(&mut report, &series, guest);
         check_cgroup(&mut c, &before.guests[i], &after.guests[i], &device);
@@ -800,7 +840,7 @@ pub fn run() -> anyhow::Result<Report> {
     }
     {
         let mut c = guest_checker(&mut report, &series, &ct);
-        check_network(&mut c, &before, &after, "veth101i0");
+        check_network(&mut c, &before, &after, "veth101i0", true);
         c.expect(
             "eBPF forks",
             "container_tasks_forked_total",

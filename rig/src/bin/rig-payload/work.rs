@@ -101,6 +101,7 @@ pub fn run_role(role: &str, args: &[String]) -> anyhow::Result<()> {
         "hog" => hog(arg(0)?.parse()?),
         "io" => block_io(Path::new(arg(0)?), arg(1)?.parse()?),
         "cache" => page_cache(Path::new(arg(0)?), arg(1)?.parse()?, Path::new(arg(2)?)),
+        "tap" => tap(arg(0)?, arg(1)?, arg(2)?.parse()?, Path::new(arg(3)?)),
         "udp-send" => udp_send(arg(0)?, arg(1)?.parse()?, arg(2)?.parse()?),
         other => bail!("unknown role {other}"),
     }
@@ -171,6 +172,50 @@ fn page_cache(device: &Path, mib: usize, ready: &Path) -> anyhow::Result<()> {
     std::fs::write(ready, "")?;
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A VM's NIC as QEMU holds it: attaches to the tap device `name` (created by the host side),
+/// sends `frames` Ethernet frames of 500 bytes to `destination` (the bridge's MAC, so they end
+/// there and are not flooded to the other guests), creates `ready`, then reads what the host
+/// sends it until killed.
+fn tap(name: &str, destination: &str, frames: usize, ready: &Path) -> anyhow::Result<()> {
+    let mut mac = [0u8; 6];
+    for (byte, text) in mac.iter_mut().zip(destination.trim().split(':')) {
+        *byte = u8::from_str_radix(text, 16).with_context(|| format!("MAC {destination}"))?;
+    }
+    let device = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .context("opening /dev/net/tun")?;
+    // struct ifreq: the name, then the flags as a short (the union's first member).
+    let mut request = [0u8; 40];
+    request[..name.len()].copy_from_slice(name.as_bytes());
+    request[16..18].copy_from_slice(&((libc::IFF_TAP | libc::IFF_NO_PI) as u16).to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `request` is large enough for.
+    if unsafe { libc::ioctl(device.as_raw_fd(), libc::TUNSETIFF, request.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("TUNSETIFF {name}"));
+    }
+    let mut frame = vec![0u8; 500];
+    frame[..6].copy_from_slice(&mac);
+    frame[6..12].copy_from_slice(&[0xbc, 0x24, 0x11, 0x00, 0x02, 0x00]);
+    // IEEE 802 local experimental ethertype: no protocol handler takes it.
+    frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let mut device = device;
+    for i in 0..frames {
+        device
+            .write_all(&frame)
+            .with_context(|| format!("writing frame {i} to {name}"))?;
+    }
+    std::fs::write(ready, "")?;
+    // Read what the host sends, as QEMU does: tun counts a frame as the tap's transmit when
+    // the reader takes it, not when the host queues it.
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        device
+            .read(&mut buffer)
+            .with_context(|| format!("reading from {name}"))?;
     }
 }
 
