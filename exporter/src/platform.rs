@@ -5,6 +5,11 @@
 //! and `$PVE_PATH/.members`. Produces a [`Detection`]: the platform and every piece of
 //! evidence looked at, kept for /status and `--check-config`. Also derives the exporter's
 //! [`Identity`] (host name, container id, instance) and the cgroup2 mount.
+//!
+//! Inside a container the vmid comes from the root mount, in the three ways Proxmox storages
+//! show it ([`container_id_from_root`]): a volume name as the mount source (LVM, LVM-thin, ZFS,
+//! Ceph), a `subvol` directory as the mount's root (directory storage), or a raw image behind
+//! a loop device (`$SYS_PATH/block/loopN/loop/backing_file`, directory storage with a size).
 
 use std::path::{Path, PathBuf};
 
@@ -302,6 +307,73 @@ fn find_single_dash(name: &str) -> Option<usize> {
     None
 }
 
+/// The vmid of a directory-storage subvolume, from the root field of the container's root
+/// mount: `<storage>/images/<vmid>/subvol-<vmid>-disk-<n>.subvol` (pve-storage's `Plugin.pm`
+/// names it so). The directory above must be the same vmid, or nothing is derived.
+pub fn vmid_from_subvol_dir(root: &str) -> Option<String> {
+    let name = root.rsplit('/').next()?.strip_suffix(".subvol")?;
+    if !name.starts_with("subvol-") {
+        return None;
+    }
+    vmid_in_images_dir(root, name)
+}
+
+/// The vmid of a raw image file `<storage>/images/<vmid>/vm-<vmid>-disk-<n>.raw`, the backing
+/// file of the loop device a container's root is mounted from.
+pub fn vmid_from_image_file(path: &str) -> Option<String> {
+    let name = path.trim_end().rsplit('/').next()?.strip_suffix(".raw")?;
+    if !name.starts_with("vm-") {
+        return None;
+    }
+    vmid_in_images_dir(path.trim_end(), name)
+}
+
+/// The vmid of `name` when `path` ends in `images/<vmid>/<name>.<ext>` with the same vmid.
+fn vmid_in_images_dir(path: &str, name: &str) -> Option<String> {
+    let vmid = vmid_from_volume(name)?;
+    let mut parents = path.rsplit('/').skip(1);
+    (parents.next() == Some(vmid.as_str()) && parents.next() == Some("images")).then_some(vmid)
+}
+
+/// The loop device name of a mount source (`/dev/loop3` -> `loop3`).
+fn loop_device(source: &str) -> Option<&str> {
+    let name = source.strip_prefix("/dev/")?;
+    let number = name.strip_prefix("loop")?;
+    (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(name)
+}
+
+/// Reads the file behind a loop device (`$SYS_PATH/block/<loopN>/loop/backing_file`).
+pub fn read_loop_backing_file(sys_path: &Path, device: &str) -> Result<String, String> {
+    let path = sys_path.join("block").join(device).join("loop/backing_file");
+    std::fs::read_to_string(&path)
+        .map(|text| text.trim_end().to_owned())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The vmid of the container whose root mount this is, with the evidence, or why not.
+pub fn container_id_from_root(root: &Mount, sys_path: &Path) -> Result<(String, String), String> {
+    if let Some(id) = vmid_from_volume(&root.source) {
+        return Ok((id, format!("rootfs volume {}", root.source)));
+    }
+    if let Some(id) = vmid_from_subvol_dir(&root.root) {
+        return Ok((id, format!("rootfs subvol directory {}", root.root)));
+    }
+    if let Some(device) = loop_device(&root.source) {
+        let file = read_loop_backing_file(sys_path, device)?;
+        return match vmid_from_image_file(&file) {
+            Some(id) => Ok((id, format!("rootfs image {file} on {}", root.source))),
+            None => Err(format!(
+                "the root filesystem's loop device {} is backed by {file}, not a Proxmox image",
+                root.source
+            )),
+        };
+    }
+    Err(format!(
+        "the root filesystem ({} at {}) is not a Proxmox-named volume, subvol directory or image",
+        root.source, root.root
+    ))
+}
+
 /// How the identity was derived, for /status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IdentitySources {
@@ -327,11 +399,12 @@ pub fn identity(config: &Config, platform: Platform, mounts: &[Mount]) -> (Ident
         (Some(id.clone()), "CONTAINER_ID".to_owned())
     } else if platform == Platform::Lxc {
         let root = mounts.iter().rev().find(|m| m.mount_point == "/");
-        match root.and_then(|m| vmid_from_volume(&m.source).map(|id| (id, m.source.clone()))) {
-            Some((id, source)) => (Some(id), format!("rootfs volume {source}")),
+        match root.map(|m| container_id_from_root(m, &config.sys_path)) {
+            Some(Ok((id, evidence))) => (Some(id), evidence),
+            Some(Err(why)) => (None, format!("not derivable: {why}; set CONTAINER_ID")),
             None => (
                 None,
-                "not derivable: the root filesystem is not a Proxmox-named volume; set CONTAINER_ID".to_owned(),
+                "not derivable: no root mount in the mount table; set CONTAINER_ID".to_owned(),
             ),
         }
     } else {
@@ -373,6 +446,45 @@ mod tests {
         assert_eq!(vmid_from_volume("/dev/loop0"), None);
         assert_eq!(vmid_from_volume("/dev/mapper/pve-root"), None);
         assert_eq!(vmid_from_volume("/dev/mapper/pve-vm--abc--disk--0"), None);
+    }
+
+    #[test]
+    fn vmid_from_directory_storage_and_raw_images() {
+        assert_eq!(
+            vmid_from_subvol_dir("/var/lib/vz/images/101/subvol-101-disk-0.subvol").as_deref(),
+            Some("101")
+        );
+        // /var/lib/vz as its own filesystem: the root field starts at its root.
+        assert_eq!(
+            vmid_from_subvol_dir("/images/7/subvol-7-disk-12.subvol").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            vmid_from_subvol_dir("/var/lib/vz/images/102/subvol-101-disk-0.subvol"),
+            None
+        );
+        assert_eq!(vmid_from_subvol_dir("/srv/101/subvol-101-disk-0.subvol"), None);
+        assert_eq!(
+            vmid_from_subvol_dir("/var/lib/vz/images/101/vm-101-disk-0.subvol"),
+            None
+        );
+        assert_eq!(vmid_from_subvol_dir("/var/lib/lxc/101/rootfs"), None);
+        assert_eq!(vmid_from_subvol_dir("/"), None);
+        assert_eq!(
+            vmid_from_image_file("/var/lib/vz/images/9101/vm-9101-disk-0.raw\n").as_deref(),
+            Some("9101")
+        );
+        assert_eq!(
+            vmid_from_image_file("/mnt/pve/nfs/images/300/vm-300-disk-1.raw").as_deref(),
+            Some("300")
+        );
+        assert_eq!(vmid_from_image_file("/var/lib/vz/images/101/vm-101-disk-0.qcow2"), None);
+        assert_eq!(vmid_from_image_file("/var/lib/vz/images/101/vm-102-disk-0.raw"), None);
+        assert_eq!(vmid_from_image_file("/root/disk.raw"), None);
+        assert_eq!(loop_device("/dev/loop3"), Some("loop3"));
+        assert_eq!(loop_device("/dev/loop"), None);
+        assert_eq!(loop_device("/dev/loop-control"), None);
+        assert_eq!(loop_device("/dev/vda"), None);
     }
 
     fn fixture_obs(tree: &str) -> Observations {

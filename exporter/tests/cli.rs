@@ -350,3 +350,110 @@ fn check_config_in_a_user_namespace_says_the_kernel_would_refuse() {
         "{stderr}"
     );
 }
+
+/// The environment of a fixture tree whose cgroup hierarchies the exporter must find itself
+/// (no CGROUP_PATH), as it does in a real container.
+fn fixture_env_found_cgroups(tree: &str) -> Vec<(String, String)> {
+    let mut env = fixture_env(tree, "auto");
+    env.retain(|(k, _)| k != "CGROUP_PATH");
+    env
+}
+
+#[test]
+fn container_id_from_directory_storage_and_from_a_raw_image_on_a_loop_device() {
+    for (tree, id, evidence) in [
+        (
+            "lxc-container-dir-storage",
+            "9102",
+            "rootfs subvol directory /tmp/b-lxc/images/9102/subvol-9102-disk-0.subvol",
+        ),
+        (
+            "lxc-container-cgroup-v1",
+            "9101",
+            "rootfs image /tmp/b-lxc/images/9101/vm-9101-disk-0.raw on /dev/loop0",
+        ),
+    ] {
+        let out = run(&["--check-config"], &fixture_env_found_cgroups(tree));
+        assert!(out.status.success(), "{tree}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["platform"]["platform"], "lxc-container", "{tree}");
+        assert_eq!(
+            report["identity"]["container_id"], id,
+            "{tree}: {}",
+            report["identity_sources"]
+        );
+        assert_eq!(report["identity"]["instance"], format!("{id}:{id}"), "{tree}");
+        assert_eq!(report["identity_sources"]["container_id"], evidence, "{tree}");
+    }
+}
+
+#[test]
+fn a_loop_device_without_a_proxmox_image_behind_it_gives_no_container_id_and_says_why() {
+    let dir = copy_tree("lxc-container-cgroup-v1");
+    let root = dir.path().join("t");
+    std::fs::write(root.join("sys/block/loop0/loop/backing_file"), "/root/scratch.img\n").unwrap();
+    let mut env = fixture_env_found_cgroups("lxc-container-cgroup-v1");
+    for (k, v) in env.iter_mut() {
+        if k == "PROC_PATH" || k == "SYS_PATH" {
+            *v = v.replace(
+                &fixture("lxc-container-cgroup-v1").display().to_string(),
+                &root.display().to_string(),
+            );
+        }
+    }
+    let out = run(&["--check-config"], &env);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identity"]["container_id"], serde_json::Value::Null);
+    let why = report["identity_sources"]["container_id"].as_str().unwrap();
+    assert!(
+        why.contains("/root/scratch.img") && why.contains("CONTAINER_ID"),
+        "{why}"
+    );
+}
+
+#[test]
+fn once_in_a_container_without_cgroup2_reports_cpu_processes_and_one_filesystem_per_device() {
+    let out = run(&["--once"], &fixture_env_found_cgroups("lxc-container-cgroup-v1"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let series = parse_exposition(&text);
+    let success = |c: &str| value(&series, "metrics_exporter_collector_success", &[("collector", c)]);
+    for collector in ["cpu", "process", "pressure", "memory", "filesystem", "network"] {
+        assert_eq!(success(collector), Some(1.0), "{collector}: {stderr}");
+    }
+    let hz = metrics_exporter::collectors::node::cpu::ticks_per_second();
+    assert_eq!(
+        value(&series, "node_cpu_seconds_total", &[("mode", "user")]),
+        Some(106.0 / hz)
+    );
+    assert_eq!(
+        value(&series, "node_cpu_seconds_total", &[("mode", "system")]),
+        Some(19.0 / hz)
+    );
+    assert_eq!(value(&series, "node_processes", &[]), Some(5.0));
+    assert_eq!(value(&series, "node_processes_threads", &[]), Some(6.0));
+    assert!(
+        !names(&series).iter().any(|n| n.starts_with("node_pressure_")),
+        "no pressure without cgroup2:\n{text}"
+    );
+    // lxcfs's MemTotal: the 256 MiB limit of the container's v1 memory cgroup.
+    assert_eq!(value(&series, "node_memory_total_bytes", &[]), Some(268435456.0));
+    // The four binds of /dev/vda are one filesystem, at /lib; the root is the loop device.
+    let mut filesystems: Vec<(String, String)> = series
+        .iter()
+        .filter(|s| s.0 == "node_filesystem_size_bytes")
+        .map(|s| (s.1["mountpoint"].clone(), s.1["device"].clone()))
+        .collect();
+    filesystems.sort();
+    assert_eq!(
+        filesystems,
+        [
+            ("/".to_owned(), "/dev/loop0".to_owned()),
+            ("/lib".to_owned(), "/dev/vda".to_owned())
+        ]
+    );
+    // The identity labels are on the node series.
+    let cpu = series.iter().find(|s| s.0 == "node_cpu_seconds_total").unwrap();
+    assert_eq!(cpu.1.get("container_id").map(String::as_str), Some("9101"));
+}

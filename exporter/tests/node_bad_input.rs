@@ -157,11 +157,27 @@ fn lxc_without_cgroup_refuses_rather_than_reading_host_files() {
         "proc/meminfo",
         &std::fs::read_to_string(fixture("proxmox-host").join("proc/meminfo")).unwrap(),
     );
+    write(dir.path(), "proc/loadavg", "0.50 0.40 0.30 2/999 4242\n");
+    write(
+        dir.path(),
+        "proc/pressure/cpu",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=123456\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    );
+    // Two processes in the container's PID namespace.
+    write(dir.path(), "proc/1/comm", "init\n");
+    write(dir.path(), "proc/42/comm", "sh\n");
     let env = env_at(dir.path(), Platform::Lxc);
     assert!(env.cgroup_path.is_none());
-    for name in ["cpu", "memory", "process", "pressure"] {
+    for name in ["cpu", "memory"] {
         assert!(matches!(fails(name, &env), CollectError::Other(_)), "{name}");
     }
+    // Processes are the PID namespace's (a container's /proc is its own); the thread count
+    // would need the pids cgroup, and /proc/loadavg's is the host's: absent.
+    let s = collect("process", &env);
+    assert_eq!(get(&s, "node_processes", &[]), 2.0);
+    assert_eq!(value(&s, "node_processes_threads", &[]), None);
+    // /proc/pressure in a container is the host's: no pressure at all, and no failure.
+    assert_eq!(collect("pressure", &env).series_count(), 0);
 }
 
 /// One mount whose statvfs blocks for a minute: the collection returns at the deadline, the

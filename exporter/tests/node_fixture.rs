@@ -335,3 +335,96 @@ fn plain_host_platform_reads_proc_too() {
     let s = collect("cpu", &env);
     assert_eq!(label_sets(&s, "node_cpu_seconds_total").len(), 16);
 }
+
+// ------------------------------------- LXC container on a host with cgroup v1 controllers only
+
+/// The container of `fixtures/lxc-container-cgroup-v1` as the exporter sees it at start: the
+/// cgroup2 hierarchy is looked up in the mount table (there is none), never assumed.
+fn lxc_v1() -> metrics_exporter::collectors::Environment {
+    let mut env = env_at(&fixture("lxc-container-cgroup-v1"), Platform::Lxc);
+    env.cgroup_path = metrics_exporter::platform::cgroup2_mount(&env.mounts, &env.proc_path);
+    assert_eq!(env.cgroup_path, None, "the fixture has no cgroup2 mount");
+    env
+}
+
+#[test]
+fn lxc_without_cgroup2_takes_cpu_from_the_v1_cpuacct_hierarchy() {
+    let env = lxc_v1();
+    let c = collector("cpu", &env);
+    let notes = c.notes().join(" ");
+    assert!(notes.contains("sys/fs/cgroup/cpuacct/cpuacct.stat"), "{notes}");
+    let s = collect("cpu", &env);
+    // cpuacct.stat: user 106, system 19 (USER_HZ ticks).
+    let hz = metrics_exporter::collectors::node::cpu::ticks_per_second();
+    assert_eq!(get(&s, "node_cpu_seconds_total", &["user"]), 106.0 / hz);
+    assert_eq!(get(&s, "node_cpu_seconds_total", &["system"]), 19.0 / hz);
+    assert_eq!(label_sets(&s, "node_cpu_seconds_total"), [["user"], ["system"]]);
+    // The split is of the cgroup's whole CPU time: within a tick per mode of cpuacct.usage.
+    let usage_ns: f64 =
+        std::fs::read_to_string(fixture("lxc-container-cgroup-v1").join("sys/fs/cgroup/cpuacct/cpuacct.usage"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let sum = get(&s, "node_cpu_seconds_total", &["user"]) + get(&s, "node_cpu_seconds_total", &["system"]);
+    assert!((sum - usage_ns / 1e9).abs() <= 2.0 / hz, "{sum} vs {}", usage_ns / 1e9);
+}
+
+#[test]
+fn lxc_without_cgroup2_counts_its_pid_namespace_and_v1_pids() {
+    let env = lxc_v1();
+    let s = collect("process", &env);
+    // proc/{1,23,26,27,112}: init, syslogd, getty, init (console), the reader.
+    assert_eq!(get(&s, "node_processes", &[]), 5.0);
+    // sys/fs/cgroup/pids/pids.current.
+    assert_eq!(get(&s, "node_processes_threads", &[]), 6.0);
+    // Without the v1 pids hierarchy the thread count is absent, the process count is not.
+    let mut no_pids = env.clone();
+    no_pids.mounts.retain(|m| m.mount_point != "/sys/fs/cgroup/pids");
+    let c = collector("process", &no_pids);
+    assert!(c.notes().join(" ").contains("absent"), "{:?}", c.notes());
+    let s = collect("process", &no_pids);
+    assert_eq!(get(&s, "node_processes", &[]), 5.0);
+    assert_eq!(value(&s, "node_processes_threads", &[]), None);
+}
+
+#[test]
+fn lxc_without_cgroup2_has_no_pressure_and_says_why() {
+    let env = lxc_v1();
+    let c = collector("pressure", &env);
+    assert!(c.notes().join(" ").contains("cgroup2"), "{:?}", c.notes());
+    // Succeeds with nothing: /proc/pressure in a container is the host's.
+    let s = collect("pressure", &env);
+    assert_eq!(s.series_count(), 0, "{:?}", names(&s));
+}
+
+#[test]
+fn lxc_without_any_cgroup_mount_cpu_fails_and_names_both_hierarchies() {
+    let mut env = lxc_v1();
+    env.mounts.retain(|m| m.fs_type != "cgroup");
+    let mut b = metrics_exporter::model::SnapshotBuilder::new();
+    let e = collector("cpu", &env).collect(&mut b).unwrap_err().to_string();
+    assert!(e.contains("cgroup2") && e.contains("cpuacct"), "{e}");
+    // Processes still come from the PID namespace.
+    assert_eq!(get(&collect("process", &env), "node_processes", &[]), 5.0);
+}
+
+fn mount_points(env: &metrics_exporter::collectors::Environment) -> Vec<[String; 3]> {
+    let mut got = selection(env);
+    got.sort();
+    got
+}
+
+#[test]
+fn bind_mounts_of_one_filesystem_are_one_filesystem_at_the_mount_nearest_the_root() {
+    // The busybox template binds the host's /usr/lib and /usr/lib64 (one device, 254:0) at
+    // /lib, /usr/lib, /lib64 and /usr/lib64; the root is the raw image on /dev/loop0.
+    let s = |a: &str, b: &str, c: &str| [a.to_owned(), b.to_owned(), c.to_owned()];
+    assert_eq!(
+        mount_points(&lxc_v1()),
+        [s("/", "ext4", "/dev/loop0"), s("/lib", "ext4", "/dev/vda")]
+    );
+    // On directory storage the root is a subvol directory of that same device: one filesystem.
+    let dir = env_at(&fixture("lxc-container-dir-storage"), Platform::Lxc);
+    assert_eq!(mount_points(&dir), [s("/", "ext4", "/dev/vda")]);
+}

@@ -19,6 +19,17 @@ pub struct Mount {
     pub fs_type: String,
     /// The mount source, e.g. `/dev/sda1`, `tmpfs`, `/dev/fuse`.
     pub source: String,
+    /// The superblock's options, the last field (`rw,memory` names a cgroup v1 hierarchy's
+    /// controllers).
+    pub super_options: String,
+}
+
+impl Mount {
+    /// Whether this is a cgroup v1 hierarchy that carries `controller` (`cpuacct`, `pids`, or a
+    /// named hierarchy such as `name=systemd`).
+    pub fn is_cgroup_v1_with(&self, controller: &str) -> bool {
+        self.fs_type == "cgroup" && self.super_options.split(',').any(|o| o == controller)
+    }
 }
 
 /// Decodes the kernel's `\ooo` octal escapes; anything else is kept as written.
@@ -59,6 +70,7 @@ pub fn parse_line(line: &str) -> Result<Mount, ParseError> {
     let mut tail = after.split(' ');
     let fs_type = unescape_octal(tail.next().filter(|f| !f.is_empty()).ok_or_else(bad)?);
     let source = unescape_octal(tail.next().ok_or_else(bad)?);
+    let super_options = tail.next().unwrap_or_default().to_owned();
     Ok(Mount {
         mount_id,
         parent_id,
@@ -67,6 +79,7 @@ pub fn parse_line(line: &str) -> Result<Mount, ParseError> {
         mount_point,
         fs_type,
         source,
+        super_options,
     })
 }
 
@@ -100,6 +113,23 @@ mod tests {
         assert_eq!(m.mount_point, "/srv/www data");
         assert_eq!(m.fs_type, "ext4");
         assert_eq!(m.source, "/dev/mapper/pve-vm--101--disk--1");
+        assert_eq!(m.super_options, "rw,stripe=16");
+        assert!(!m.is_cgroup_v1_with("rw"));
+    }
+
+    #[test]
+    fn names_the_controllers_of_cgroup_v1_hierarchies() {
+        // As LXC 5.0.2 mounts them inside a container (cgroup:mixed).
+        let cpuacct = parse_line(
+            "88 80 0:30 / /sys/fs/cgroup/cpuacct rw,nosuid,nodev,noexec,relatime shared:26 - cgroup none rw,cpuacct",
+        )
+        .unwrap();
+        assert!(cpuacct.is_cgroup_v1_with("cpuacct"));
+        assert!(!cpuacct.is_cgroup_v1_with("cpu"));
+        let joint = parse_line("32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct").unwrap();
+        assert!(joint.is_cgroup_v1_with("cpu") && joint.is_cgroup_v1_with("cpuacct"));
+        let unified = parse_line("90 80 0:38 / /sys/fs/cgroup/unified rw - cgroup2 none rw").unwrap();
+        assert!(!unified.is_cgroup_v1_with("rw"));
     }
 
     #[test]

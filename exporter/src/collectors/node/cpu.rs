@@ -5,7 +5,11 @@
 //!   `sysconf(_SC_CLK_TCK)`);
 //! - LXC container: `cpu.stat` of the cgroup namespace root (`env.cgroup_path`), never
 //!   `/proc/stat`: on cgroup2 lxcfs passes the host's per-CPU lines through for the CPUs in
-//!   the container's cpuset, which is host-wide busy time.
+//!   the container's cpuset, which is host-wide busy time;
+//! - LXC container without a cgroup2 hierarchy (a host with v1 controllers only): the
+//!   container's `cpuacct.stat` in the v1 `cpuacct` hierarchy ([`super::v1_cgroup`]), `user`
+//!   and `system` in USER_HZ ticks, the same cputime-adjusted split as cgroup2's
+//!   `user_usec`/`system_usec`.
 //!
 //! Produces:
 //! - `node_cpu_seconds_total{cpu,mode}` on hosts, modes user nice system idle iowait irq
@@ -39,7 +43,7 @@ pub static CPU_SECONDS: MetricDesc = MetricDesc {
 
 pub static CPU_SECONDS_CGROUP: MetricDesc = MetricDesc {
     name: "node_cpu_seconds_total",
-    help: "Seconds the container's tasks spent in user and system mode (cgroup cpu.stat).",
+    help: "Seconds the container's tasks spent in user and system mode (cgroup cpu.stat, or v1 cpuacct.stat).",
     kind: Kind::Counter,
     unit: Unit::Seconds,
     labels: &["mode"],
@@ -55,6 +59,7 @@ pub static CPU_SECONDS_CGROUP: MetricDesc = MetricDesc {
 enum Source {
     ProcStat { path: PathBuf, ticks_per_second: f64 },
     CgroupCpuStat { path: PathBuf },
+    CpuacctStat { path: PathBuf, ticks_per_second: f64 },
     Missing,
 }
 
@@ -87,7 +92,13 @@ impl CpuCollector {
             (Platform::Lxc, Some(root)) => Source::CgroupCpuStat {
                 path: root.join("cpu.stat"),
             },
-            (Platform::Lxc, None) => Source::Missing,
+            (Platform::Lxc, None) => match super::v1_cgroup(env, "cpuacct") {
+                Some(dir) => Source::CpuacctStat {
+                    path: dir.join("cpuacct.stat"),
+                    ticks_per_second: ticks_per_second(),
+                },
+                None => Source::Missing,
+            },
             _ => Source::ProcStat {
                 path: env.proc_path.join("stat"),
                 ticks_per_second: ticks_per_second(),
@@ -118,7 +129,20 @@ impl Collector for CpuCollector {
                 out.push(&CPU_SECONDS_CGROUP, ["user"], stat.user_usec as f64 / 1e6);
                 out.push(&CPU_SECONDS_CGROUP, ["system"], stat.system_usec as f64 / 1e6);
             }
-            Source::Missing => return Err(super::no_cgroup("cpu")),
+            Source::CpuacctStat { path, ticks_per_second } => {
+                let stat = read_parsed(path, parse::cgroup::parse_cpuacct_stat)?;
+                out.push(&CPU_SECONDS_CGROUP, ["user"], stat.user_ticks as f64 / ticks_per_second);
+                out.push(
+                    &CPU_SECONDS_CGROUP,
+                    ["system"],
+                    stat.system_ticks as f64 / ticks_per_second,
+                );
+            }
+            Source::Missing => {
+                return Err(crate::error::CollectError::Other(
+                    "cpu: neither a cgroup2 hierarchy nor a cgroup v1 cpuacct hierarchy was found (mount the container's cgroups, or set CGROUP_PATH); refusing to report host values for a container".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -135,8 +159,15 @@ impl Collector for CpuCollector {
                 "container CPU from {} (user and system only; /proc/stat in a container is the host's)",
                 path.display()
             )],
+            Source::CpuacctStat { path, ticks_per_second } => vec![format!(
+                "container CPU from {} at {ticks_per_second} ticks/s (no cgroup2 hierarchy: the v1 cpuacct controller's)",
+                path.display()
+            )],
             Source::Missing => {
-                vec!["no cgroup2 hierarchy found: container CPU is not derivable".into()]
+                vec![
+                    "no cgroup2 hierarchy and no cgroup v1 cpuacct hierarchy found: container CPU is not derivable"
+                        .into(),
+                ]
             }
         }
     }

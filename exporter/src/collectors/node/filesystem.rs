@@ -13,7 +13,11 @@
 //! /run/credentials/*, /var/lib/docker/*, /var/lib/containers/storage/*; pseudo filesystem
 //! types), plus `fuse.lxcfs` and the pmxcfs mount /etc/pve (cluster configuration, not
 //! storage). A mount point mounted more than once is reported once, for the last (visible)
-//! mount.
+//! mount. A filesystem mounted at several points (bind mounts: one superblock, so one
+//! `major:minor` in mountinfo, and the same statvfs answer at each) is reported once, at the
+//! mount point nearest the root (fewest path components; on a tie, the first in mountinfo
+//! order): a busybox container's /lib, /usr/lib, /lib64 and /usr/lib64 binds of the host's root
+//! filesystem are one filesystem, reported at /lib.
 //!
 //! Hung mounts: a statvfs on a dead NFS server blocks in the kernel, uninterruptibly. Each
 //! statvfs runs on its own thread; the collection waits for all of them until one shared
@@ -214,15 +218,35 @@ pub fn excluded(m: &Mount) -> bool {
         || (mp == "/etc/pve" && m.fs_type == "fuse" && m.source == "/dev/fuse")
 }
 
-/// The mounts to report, in mount-table order: exclusions applied, and of a mount point
-/// mounted more than once only the last (the one visible at that path).
+/// The mounts to report, in mount-table order: exclusions applied, of a mount point mounted
+/// more than once only the last (the one visible at that path), and of a filesystem (one
+/// `major:minor`) only its mount point nearest the root, the first such in the table on a tie.
 pub fn select_mounts(mounts: &[Mount]) -> Vec<&Mount> {
-    mounts
+    let visible: Vec<&Mount> = mounts
         .iter()
         .enumerate()
         .filter(|(i, m)| !mounts[i + 1..].iter().any(|later| later.mount_point == m.mount_point))
         .map(|(_, m)| m)
         .filter(|m| !excluded(m))
+        .collect();
+    let depth = |m: &Mount| m.mount_point.split('/').filter(|c| !c.is_empty()).count();
+    // Per device, the index (into `visible`) of the mount that represents it.
+    let mut chosen: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in visible.iter().enumerate() {
+        chosen
+            .entry(m.device_number.as_str())
+            .and_modify(|best| {
+                if depth(m) < depth(visible[*best]) {
+                    *best = i;
+                }
+            })
+            .or_insert(i);
+    }
+    visible
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| chosen.get(m.device_number.as_str()) == Some(i))
+        .map(|(_, m)| *m)
         .collect()
 }
 
@@ -382,15 +406,21 @@ impl Collector for FilesystemCollector {
 mod tests {
     use super::*;
 
+    /// A mount of a filesystem of its own (a device number no other test mount has).
     fn mount(mp: &str, fs: &str, source: &str) -> Mount {
+        on_device(mp, fs, source, &format!("{source} at {mp}"))
+    }
+
+    fn on_device(mp: &str, fs: &str, source: &str, device: &str) -> Mount {
         Mount {
             mount_id: 1,
             parent_id: 0,
-            device_number: "0:1".into(),
+            device_number: device.into(),
             root: "/".into(),
             mount_point: mp.into(),
             fs_type: fs.into(),
             source: source.into(),
+            super_options: "rw".into(),
         }
     }
 
@@ -422,6 +452,38 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].mount_point, "/");
         assert_eq!((s[1].fs_type.as_str(), s[1].source.as_str()), ("xfs", "/dev/b"));
+    }
+
+    #[test]
+    fn a_filesystem_is_reported_once_at_its_mount_point_nearest_the_root() {
+        // What a busybox container showed: the host's root bind-mounted four times.
+        let mounts = vec![
+            on_device("/", "ext4", "/dev/loop3", "7:3"),
+            on_device("/usr/lib", "ext4", "/dev/vda", "254:0"),
+            on_device("/lib", "ext4", "/dev/vda", "254:0"),
+            on_device("/usr/lib64", "ext4", "/dev/vda", "254:0"),
+            on_device("/lib64", "ext4", "/dev/vda", "254:0"),
+            on_device("/srv/data", "xfs", "/dev/sdb1", "8:17"),
+            on_device("/srv/data/www", "xfs", "/dev/sdb1", "8:17"),
+            on_device("/dev/shm", "tmpfs", "shm", "0:44"),
+        ];
+        let s: Vec<&str> = select_mounts(&mounts).iter().map(|m| m.mount_point.as_str()).collect();
+        // /lib and /lib64 tie at one component: /lib comes first in the table.
+        assert_eq!(s, ["/", "/lib", "/srv/data"]);
+        // The first on a tie, whatever the names.
+        let swapped = vec![mounts[4].clone(), mounts[2].clone()];
+        let s: Vec<&str> = select_mounts(&swapped).iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(s, ["/lib64"]);
+        // An excluded mount does not stand in for a reported one of the same device.
+        let with_excluded = vec![
+            on_device("/dev", "tmpfs", "none", "0:41"),
+            on_device("/run/lxc", "tmpfs", "none", "0:41"),
+        ];
+        let s: Vec<&str> = select_mounts(&with_excluded)
+            .iter()
+            .map(|m| m.mount_point.as_str())
+            .collect();
+        assert_eq!(s, ["/run/lxc"]);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! Reads:
 //! - host / Proxmox host: `$PROC_PATH/pressure/{cpu,memory,io}`;
-//! - LXC container: `{cpu,memory,io}.pressure` of the cgroup namespace root.
+//! - LXC container: `{cpu,memory,io}.pressure` of the cgroup namespace root. Without a cgroup2
+//!   hierarchy there is nothing to read (PSI per cgroup exists only in cgroup2, and
+//!   `/proc/pressure` in a container is the host's): the series are absent, the collector
+//!   succeeds and its notes say why.
 //!
 //! Produces `node_pressure_{cpu,memory,io}_waiting_seconds_total` (the `some` line) and
 //! `node_pressure_{cpu,memory,io}_stalled_seconds_total` (the `full` line); `total=` is in
@@ -87,7 +90,8 @@ pub struct PressureCollector {
     lxc: bool,
     /// Files found absent at the last collection, for notes().
     absent: Vec<PathBuf>,
-    missing_cgroup: bool,
+    /// A container without a cgroup2 hierarchy: no pressure to read (not an error).
+    no_cgroup2: bool,
 }
 
 /// Reads a pressure file; `Ok(None)` when the kernel has no PSI for it (ENOENT, or
@@ -107,7 +111,7 @@ pub fn read_pressure(path: &Path) -> Result<Option<Pressure>, CollectError> {
 impl PressureCollector {
     pub fn new(env: &Environment) -> Self {
         let lxc = env.platform == Platform::Lxc;
-        let (resources, missing_cgroup) = match (lxc, &env.cgroup_path) {
+        let (resources, no_cgroup2) = match (lxc, &env.cgroup_path) {
             (true, Some(root)) => (
                 vec![
                     Resource {
@@ -157,7 +161,7 @@ impl PressureCollector {
             resources,
             lxc,
             absent: Vec::new(),
-            missing_cgroup,
+            no_cgroup2,
         }
     }
 }
@@ -168,9 +172,6 @@ impl Collector for PressureCollector {
     }
 
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
-        if self.missing_cgroup {
-            return Err(super::no_cgroup("pressure"));
-        }
         let none: [&str; 0] = [];
         let mut first_error = None;
         self.absent.clear();
@@ -194,8 +195,10 @@ impl Collector for PressureCollector {
 
     fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        if self.missing_cgroup {
-            notes.push("no cgroup2 hierarchy found: container pressure is not derivable".to_owned());
+        if self.no_cgroup2 {
+            notes.push(
+                "no cgroup2 hierarchy found: pressure stall information exists per cgroup only in cgroup2 (and /proc/pressure is the host's), so the container's pressure series are absent".to_owned(),
+            );
         } else if self.lxc {
             notes.push("from the cgroup namespace root's *.pressure files".to_owned());
         } else {

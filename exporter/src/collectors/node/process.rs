@@ -6,7 +6,12 @@
 //! - LXC container: `cgroup.procs` of the cgroup namespace root and every descendant
 //!   (processes: distinct PIDs; the root's own `cgroup.procs` is usually empty because
 //!   systemd keeps its tasks in child cgroups) and the root's `pids.current` (threads: the
-//!   pids controller counts tasks). `/proc/loadavg` there is the host's.
+//!   pids controller counts tasks). `/proc/loadavg` there is the host's. Where the cgroup2
+//!   root has no `pids.current` (a hybrid host keeps pids in v1), the v1 pids hierarchy's;
+//! - LXC container without a cgroup2 hierarchy: the numeric directories of `$PROC_PATH`
+//!   (inside a container /proc is the container's PID namespace: its processes exactly) and
+//!   `pids.current` of the container's cgroup in the v1 pids hierarchy, if mounted
+//!   ([`super::v1_cgroup`]); without it the thread count is absent.
 //!
 //! Produces `node_processes` (a gauge: the seed called it `node_processes_total`, a counter's
 //! spelling) and `node_processes_threads`.
@@ -46,9 +51,19 @@ pub static THREADS: MetricDesc = MetricDesc {
 
 #[derive(Debug)]
 enum Source {
-    Proc { proc_path: PathBuf },
-    Cgroup { root: PathBuf },
-    Missing,
+    Proc {
+        proc_path: PathBuf,
+    },
+    Cgroup {
+        root: PathBuf,
+        /// The v1 pids hierarchy's `pids.current`, read where the cgroup2 root has none.
+        v1_pids: Option<PathBuf>,
+    },
+    /// A container without cgroup2: its PID namespace's /proc, and v1 pids if mounted.
+    PidNamespace {
+        proc_path: PathBuf,
+        v1_pids: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug)]
@@ -117,11 +132,25 @@ pub fn cgroup_pids(root: &Path) -> Result<HashSet<u32>, CollectError> {
     Ok(pids)
 }
 
+/// A `pids.current`; `None` where the file does not exist (no pids controller there).
+fn read_pids_current(path: &Path) -> Result<Option<u64>, CollectError> {
+    read_optional(path)?
+        .map(|text| parse::cgroup::parse_u64(&text).map_err(|e| CollectError::parse(path, e)))
+        .transpose()
+}
+
 impl ProcessCollector {
     pub fn new(env: &Environment) -> Self {
+        let v1_pids = || super::v1_cgroup(env, "pids").map(|dir| dir.join("pids.current"));
         let source = match (env.platform, &env.cgroup_path) {
-            (Platform::Lxc, Some(root)) => Source::Cgroup { root: root.clone() },
-            (Platform::Lxc, None) => Source::Missing,
+            (Platform::Lxc, Some(root)) => Source::Cgroup {
+                root: root.clone(),
+                v1_pids: v1_pids(),
+            },
+            (Platform::Lxc, None) => Source::PidNamespace {
+                proc_path: env.proc_path.clone(),
+                v1_pids: v1_pids(),
+            },
             _ => Source::Proc {
                 proc_path: env.proc_path.clone(),
             },
@@ -143,16 +172,23 @@ impl Collector for ProcessCollector {
                 let load = read_parsed(&proc_path.join("loadavg"), parse::loadavg::parse)?;
                 out.push(&THREADS, none, load.total as f64);
             }
-            Source::Cgroup { root } => {
+            Source::Cgroup { root, v1_pids } => {
                 out.push(&PROCESSES, none, cgroup_pids(root)?.len() as f64);
                 // pids.current exists only where the pids controller is enabled.
-                let path = root.join("pids.current");
-                if let Some(text) = read_optional(&path)? {
-                    let threads = parse::cgroup::parse_u64(&text).map_err(|e| CollectError::parse(&path, e))?;
+                let threads = match read_pids_current(&root.join("pids.current"))? {
+                    Some(threads) => Some(threads),
+                    None => v1_pids.as_deref().map(read_pids_current).transpose()?.flatten(),
+                };
+                if let Some(threads) = threads {
                     out.push(&THREADS, none, threads as f64);
                 }
             }
-            Source::Missing => return Err(super::no_cgroup("process")),
+            Source::PidNamespace { proc_path, v1_pids } => {
+                out.push(&PROCESSES, none, count_proc_pids(proc_path)? as f64);
+                if let Some(threads) = v1_pids.as_deref().map(read_pids_current).transpose()?.flatten() {
+                    out.push(&THREADS, none, threads as f64);
+                }
+            }
         }
         Ok(())
     }
@@ -164,11 +200,22 @@ impl Collector for ProcessCollector {
                 proc_path.display(),
                 proc_path.display()
             )],
-            Source::Cgroup { root } => vec![format!(
-                "processes: distinct PIDs in cgroup.procs of {} and its descendants; threads: its pids.current",
-                root.display()
+            Source::Cgroup { root, v1_pids } => vec![format!(
+                "processes: distinct PIDs in cgroup.procs of {} and its descendants; threads: its pids.current{}",
+                root.display(),
+                v1_pids
+                    .as_ref()
+                    .map(|p| format!(", else {}", p.display()))
+                    .unwrap_or_default()
             )],
-            Source::Missing => vec!["no cgroup2 hierarchy found: container process counts are not derivable".into()],
+            Source::PidNamespace { proc_path, v1_pids } => vec![format!(
+                "no cgroup2 hierarchy: processes are the numeric directories of {} (the container's PID namespace); threads: {}",
+                proc_path.display(),
+                v1_pids.as_ref().map_or_else(
+                    || "absent (no cgroup v1 pids hierarchy mounted)".to_owned(),
+                    |p| p.display().to_string()
+                )
+            )],
         }
     }
 }
