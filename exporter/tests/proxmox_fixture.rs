@@ -344,10 +344,10 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
             ("tags", tags.as_str()),
             ("status", if running { "running" } else { "stopped" }),
         ];
-        assert_eq!(one(&snap, "pve_guest_info", &info), 1.0, "info of {id}");
+        assert_eq!(one(snap, "pve_guest_info", &info), 1.0, "info of {id}");
         if let Some(mem) = guest["config"]["memory"].as_str() {
             let mib: f64 = mem.parse().unwrap();
-            assert_eq!(one(&snap, "pve_guest_config_memory_bytes", &base), mib * 1048576.0);
+            assert_eq!(one(snap, "pve_guest_config_memory_bytes", &base), mib * 1048576.0);
         }
 
         let absent: Vec<&str> = guest
@@ -356,7 +356,7 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
             .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
             .unwrap_or_default();
         for (key, metric) in SCALARS {
-            let got = values(&snap, metric, &base);
+            let got = values(snap, metric, &base);
             match guest.get(*key) {
                 _ if absent.contains(key) => assert!(got.is_empty(), "{id} {metric}: must be absent, got {got:?}"),
                 Some(Json::Null) => assert!(got.is_empty(), "{id} {metric}: null means no series, got {got:?}"),
@@ -370,28 +370,28 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
         }
         if absent.contains(&"oom_events") {
             assert!(
-                values(&snap, "container_memory_events_total", &base).is_empty(),
+                values(snap, "container_memory_events_total", &base).is_empty(),
                 "{id}: memory events must be absent"
             );
         }
         if let Some(events) = guest.get("oom_events").and_then(Json::as_f64) {
             let mut want = base.to_vec();
             want.push(("event", "oom"));
-            assert_eq!(one(&snap, "container_memory_events_total", &want), events);
+            assert_eq!(one(snap, "container_memory_events_total", &want), events);
         }
 
         // Network, in the guest's view, keyed by Proxmox's netN (LXC and VM alike); the info
         // series keeps the host device and what the config gives, "" (no label) for the rest.
         if absent.contains(&"net") {
-            assert!(values(&snap, "container_network_receive_bytes_total", &base).is_empty());
+            assert!(values(snap, "container_network_receive_bytes_total", &base).is_empty());
         } else if let Some(net) = guest.get("net").and_then(Json::as_object) {
             assert_eq!(
-                values(&snap, "container_network_receive_bytes_total", &base).len(),
+                values(snap, "container_network_receive_bytes_total", &base).len(),
                 net.len(),
                 "{id}: interfaces"
             );
             assert_eq!(
-                values(&snap, "pve_guest_network_info", &base).len(),
+                values(snap, "pve_guest_network_info", &base).len(),
                 net.len(),
                 "{id}: interface info"
             );
@@ -399,7 +399,7 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
                 let mut want = base.to_vec();
                 want.push(("interface", interface.as_str()));
                 for (key, metric) in NET {
-                    let v = one(&snap, metric, &want);
+                    let v = one(snap, metric, &want);
                     assert_eq!(v, counters[*key].as_f64().unwrap(), "{id} {interface} {metric}");
                 }
                 let given = |key: &str| counters.get(key).and_then(Json::as_str).unwrap_or("");
@@ -409,22 +409,18 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
                     ("bridge", given("bridge")),
                     ("hwaddr", given("hwaddr")),
                 ]);
-                assert_eq!(
-                    one(&snap, "pve_guest_network_info", &want),
-                    1.0,
-                    "{id} {interface} info"
-                );
+                assert_eq!(one(snap, "pve_guest_network_info", &want), 1.0, "{id} {interface} info");
             }
         }
 
         // I/O per device, never summed, absent where io.stat is absent.
         if absent.contains(&"io") {
             for (_, metric) in IO {
-                assert!(values(&snap, metric, &base).is_empty(), "{id} {metric} must be absent");
+                assert!(values(snap, metric, &base).is_empty(), "{id} {metric} must be absent");
             }
         } else if let Some(io) = guest.get("io").and_then(Json::as_object) {
             assert_eq!(
-                values(&snap, "container_fs_reads_bytes_total", &base).len(),
+                values(snap, "container_fs_reads_bytes_total", &base).len(),
                 io.len(),
                 "{id}: devices"
             );
@@ -433,7 +429,7 @@ fn check_every_guest_value(snap: &Snapshot, expected: &Json) {
                 want.push(("device", device.as_str()));
                 for (key, metric) in IO {
                     assert_eq!(
-                        one(&snap, metric, &want),
+                        one(snap, metric, &want),
                         counters[*key].as_f64().unwrap(),
                         "{id} {device} {metric}"
                     );

@@ -332,40 +332,48 @@ fn guests_on_the_real_kernel_root() {
         }
     }
 
-    // Network: a namespace per guest, host side in the root namespace without an address.
+    // Network: a namespace per guest with two interfaces, host sides `<veth|tap><vmid>i0`
+    // and `i1` in the root namespace without an address. The configs below have a `net0`
+    // line only: `i1` is `net1` all the same.
     let mut guest_ns = Vec::new();
-    for (vmid, host_dev, octet) in [
-        (lxc_vmid, format!("veth{lxc_vmid}i0"), 1),
-        (vm_vmid, format!("tap{vm_vmid}i0"), 2),
-    ] {
+    for (vmid, prefix, octet) in [(lxc_vmid, "veth", 1), (vm_vmid, "tap", 2)] {
         let ns = format!("mxt-{pid}-{vmid}");
         run("ip", &["netns", "add", &ns]);
         lab.netns.push(ns.clone());
-        run(
-            "ip",
-            &[
-                "link", "add", &host_dev, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ],
-        );
-        lab.links.push(host_dev.clone());
-        // No IPv6 on either side: no autoconfiguration packets to race with the counters.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host_dev}/disable_ipv6"), "1");
-        run("ip", &["link", "set", &host_dev, "up"]);
-        let setup = format!(
-            "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null; \
-             ip addr add 10.213.{octet}.2/24 dev eth0 && ip link set eth0 up && \
-             ip neigh replace 10.213.{octet}.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent"
-        );
-        run("nsenter", &[&format!("--net=/run/netns/{ns}"), "sh", "-c", &setup]);
+        for (index, subnet) in [(0, 213), (1, 214)] {
+            let host_dev = format!("{prefix}{vmid}i{index}");
+            let guest_dev = format!("eth{index}");
+            run(
+                "ip",
+                &[
+                    "link", "add", &host_dev, "type", "veth", "peer", "name", &guest_dev, "netns", &ns,
+                ],
+            );
+            lab.links.push(host_dev.clone());
+            // No IPv6 on either side: no autoconfiguration packets to race with the counters.
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host_dev}/disable_ipv6"), "1");
+            run("ip", &["link", "set", &host_dev, "up"]);
+            let setup = format!(
+                "echo 1 > /proc/sys/net/ipv6/conf/{guest_dev}/disable_ipv6 2>/dev/null; \
+                 ip addr add 10.{subnet}.{octet}.2/24 dev {guest_dev} && ip link set {guest_dev} up && \
+                 ip neigh replace 10.{subnet}.{octet}.1 lladdr 02:00:00:00:00:01 dev {guest_dev} nud permanent"
+            );
+            run("nsenter", &[&format!("--net=/run/netns/{ns}"), "sh", "-c", &setup]);
+        }
         guest_ns.push((ns, octet));
     }
-    // Bounded traffic: 20 datagrams of 100 bytes from each guest to the host side.
+    // Bounded traffic: 20 datagrams of 100 bytes on eth0 and 7 on eth1 from each guest to the
+    // host side.
     for (ns, octet) in &guest_ns {
         let octet = *octet;
         in_netns(ns, move || {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..20 {
-                socket.send_to(&[0x5a; 100], format!("10.213.{octet}.1:9")).unwrap();
+            for (subnet, count) in [(213, 20), (214, 7)] {
+                for _ in 0..count {
+                    socket
+                        .send_to(&[0x5a; 100], format!("10.{subnet}.{octet}.1:9"))
+                        .unwrap();
+                }
             }
         });
     }
@@ -419,8 +427,8 @@ fn guests_on_the_real_kernel_root() {
     let snap = collect(guests.as_mut());
     let after = usage_usec(&ct.v2);
     // Guest-side counters, read right after the collection (nothing else sends).
-    let guest_ct = in_netns(&guest_ns[0].0, || thread_netdev("eth0"));
-    let guest_vm = in_netns(&guest_ns[1].0, || thread_netdev("eth0"));
+    let guest_ct = in_netns(&guest_ns[0].0, || (thread_netdev("eth0"), thread_netdev("eth1")));
+    let guest_vm = in_netns(&guest_ns[1].0, || (thread_netdev("eth0"), thread_netdev("eth1")));
 
     // CPU within 2% of an independent read of cpu.stat (it advances while we read).
     let cpu = one(&snap, "container_cpu_usage_seconds_total", &ct_base) * 1e6;
@@ -449,15 +457,22 @@ fn guests_on_the_real_kernel_root() {
         "unlimited: no series"
     );
 
-    // Network: guest view equals the guest-side interface counters, packets exact.
-    let mut ct_if = ct_base.to_vec();
-    ct_if.push(("interface", "eth0"));
-    let tap = format!("tap{vm_vmid}i0");
-    let mut vm_if = vm_base.to_vec();
-    vm_if.push(("interface", tap.as_str()));
-    for (want, guest) in [(&ct_if, guest_ct), (&vm_if, guest_vm)] {
+    // Network: `interface` is Proxmox's net<N> for both guest types, with or without a config
+    // line; guest view equals the guest-side interface counters, packets exact.
+    fn with<'a>(base: &[(&'a str, &'a str)], interface: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut labels = base.to_vec();
+        labels.push(("interface", interface));
+        labels
+    }
+    for (want, guest, sent) in [
+        (with(&ct_base, "net0"), guest_ct.0, 20),
+        (with(&ct_base, "net1"), guest_ct.1, 7),
+        (with(&vm_base, "net0"), guest_vm.0, 20),
+        (with(&vm_base, "net1"), guest_vm.1, 7),
+    ] {
+        let want = &want;
         let (rx_bytes, rx_packets, tx_bytes, tx_packets) = guest;
-        assert_eq!(tx_packets, 20, "guest side sent exactly the test's datagrams");
+        assert_eq!(tx_packets, sent, "guest side sent exactly the test's datagrams");
         assert_eq!(
             one(&snap, "container_network_transmit_packets_total", want),
             tx_packets as f64
@@ -475,6 +490,29 @@ fn guests_on_the_real_kernel_root() {
             rx_bytes as f64
         );
     }
+    // The info series keeps the host device and what the config line gives; nothing for
+    // net1, which has no config line, but its device.
+    let veth0 = format!("veth{lxc_vmid}i0");
+    let veth1 = format!("veth{lxc_vmid}i1");
+    let tap0 = format!("tap{vm_vmid}i0");
+    let tap1 = format!("tap{vm_vmid}i1");
+    for (base, interface, device, name, bridge, hwaddr) in [
+        (&ct_base, "net0", veth0.as_str(), "eth0", "vmbr0", "02:00:00:00:00:02"),
+        (&ct_base, "net1", veth1.as_str(), "", "", ""),
+        (&vm_base, "net0", tap0.as_str(), "", "vmbr0", "02:00:00:00:00:03"),
+        (&vm_base, "net1", tap1.as_str(), "", "", ""),
+    ] {
+        let mut want = base.to_vec();
+        want.extend([
+            ("interface", interface),
+            ("device", device),
+            ("name", name),
+            ("bridge", bridge),
+            ("hwaddr", hwaddr),
+        ]);
+        assert_eq!(one(&snap, "pve_guest_network_info", &want), 1.0, "{want:?}");
+    }
+    assert_eq!(values(&snap, "pve_guest_network_info", &[]).len(), 4);
     // Only the two guests: not the monitor, not the subtree's parents.
     let ids: std::collections::BTreeSet<String> = snap
         .family("container_cpu_usage_seconds_total")
@@ -546,4 +584,326 @@ fn guests_on_the_real_kernel_root() {
 fn drop_child(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// What the v1-controller test created besides cgroups: a loop-mounted scratch ext4 image.
+struct Scratch {
+    dir: tempfile::TempDir,
+    loop_device: Option<String>,
+    mounted: bool,
+}
+
+impl Scratch {
+    /// A 64 MiB ext4 image in a temporary directory, on a loop device, mounted.
+    fn new() -> Scratch {
+        let mut scratch = Scratch {
+            dir: tempfile::tempdir().unwrap(),
+            loop_device: None,
+            mounted: false,
+        };
+        let image = scratch.dir.path().join("image");
+        let mnt = scratch.mount_point();
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let out = Command::new("losetup")
+            .args(["-f", "--show", image.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        scratch.loop_device = Some(device.clone());
+        run("mount", &[&device, mnt.to_str().unwrap()]);
+        scratch.mounted = true;
+        scratch
+    }
+
+    fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// `major:minor` of the loop device, as blkio and io.stat name it.
+    fn device_number(&self) -> String {
+        let name = self.loop_device.as_deref().unwrap().trim_start_matches("/dev/");
+        std::fs::read_to_string(format!("/sys/block/{name}/dev"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.mount_point()).status();
+        }
+        if let Some(device) = &self.loop_device {
+            let _ = Command::new("losetup").args(["-d", device]).status();
+        }
+    }
+}
+
+/// The v1 hierarchies (mounted whole) that hold a controller the guests collector reads
+/// from v1 on a hybrid machine and that cgroup2 does not have, each with `name` appended.
+fn v1_roots(cgroup2: &Path, name: &str) -> Vec<(Vec<String>, PathBuf)> {
+    use metrics_exporter::collectors::proxmox::layout;
+    let v2 = std::fs::read_to_string(cgroup2.join("cgroup.controllers")).unwrap_or_default();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    layout::v1_mounts(&mountinfo)
+        .into_iter()
+        .filter(|m| m.root == "/")
+        .filter(|m| {
+            m.controllers.iter().any(|c| {
+                ["memory", "pids", "cpu", "cpuacct", "blkio"].contains(&c.as_str())
+                    && !v2.split_whitespace().any(|x| x == c)
+            })
+        })
+        .map(|m| (m.controllers.clone(), PathBuf::from(&m.mount_point).join(name)))
+        .collect()
+}
+
+/// Reads a flat-keyed file's `key`.
+fn flat(path: &Path, key: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{}: no {key}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `Read` and `Write` of `device` in a v1 blkio rwstat file (0 when the device has no line).
+fn blkio(path: &Path, device: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let get = |op: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{device} {op} ")))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    (get("Read"), get("Write"))
+}
+
+/// Hybrid cgroups (cpu, cpuacct, memory, blkio in v1): a guest with a v1 CFS quota that
+/// really throttles, v1 memory and memsw limits, a memory hog OOM-killed in `<guest>/ns`, and
+/// direct block IO to a loop-mounted scratch filesystem. Each value the exporter reports is
+/// checked against independent reads of the v1 files before and after the collection. Before
+/// the collector read the v1 files, the throttling, CPU limit, swap limit and IO series were
+/// absent and the OOM kill read 0 (it is counted in `ns`, not in the guest's cgroup).
+#[test]
+fn v1_controllers_of_a_hybrid_guest_on_the_real_kernel_root() {
+    if !common::require("root", common::is_root())
+        || !common::require_command("mkfs.ext4")
+        || !common::require_command("losetup")
+        || !common::require_command("dd")
+    {
+        return;
+    }
+    let proc_path = PathBuf::from("/proc");
+    let mounts = platform::read_mounts(&proc_path).unwrap();
+    let Some(cgroup2) = platform::cgroup2_mount(&mounts, &proc_path) else {
+        assert!(!common::in_ci(), "no cgroup2 mount, which CI must provide");
+        eprintln!("SKIPPED: no cgroup2 mount");
+        return;
+    };
+    let pid = std::process::id();
+    let name = format!("metrics-exporter-v1-test-{pid}");
+    let v1 = v1_roots(&cgroup2, &name);
+    let has = |c: &str| v1.iter().any(|(cs, _)| cs.iter().any(|x| x == c));
+    if !common::require(
+        "hybrid cgroups (v1 cpu, cpuacct, memory and blkio hierarchies)",
+        ["cpu", "cpuacct", "memory", "blkio"].iter().all(|c| has(c)),
+    ) {
+        return;
+    }
+    let v1_dir = |controller: &str| {
+        v1.iter()
+            .find(|(cs, _)| cs.iter().any(|x| x == controller))
+            .map(|(_, d)| d.clone())
+            .unwrap()
+    };
+    let base = cgroup2.join(&name);
+    let vmid = 7_100_000 + pid % 1_000_000;
+    let rel = format!("lxc/{vmid}");
+    let mut lab = Lab {
+        roots: std::iter::once(base.clone())
+            .chain(v1.iter().map(|(_, d)| d.clone()))
+            .collect(),
+        children: Vec::new(),
+        netns: Vec::new(),
+        links: Vec::new(),
+        pve: tempfile::tempdir().unwrap(),
+    };
+    let guest = GuestCgroups {
+        v2: base.join(&rel),
+        v1: v1.iter().map(|(_, d)| d.join(&rel)).collect(),
+    };
+    guest.sub("");
+    let cpu = v1_dir("cpu").join(&rel);
+    let memory = v1_dir("memory").join(&rel);
+    let blkio_dir = v1_dir("blkio").join(&rel);
+
+    // Limits on the guest's cgroup, as `pct set` writes them on a hybrid host: 0.2 CPUs,
+    // 64 MiB memory and, with swap accounting, 96 MiB memory + swap.
+    std::fs::write(cpu.join("cpu.cfs_period_us"), "100000").unwrap();
+    std::fs::write(cpu.join("cpu.cfs_quota_us"), "20000").unwrap();
+    let memory_limit: u64 = 64 << 20;
+    let memsw_limit: u64 = 96 << 20;
+    std::fs::write(memory.join("memory.limit_in_bytes"), memory_limit.to_string()).unwrap();
+    let swap_accounting = memory.join("memory.memsw.limit_in_bytes").exists();
+    if swap_accounting {
+        std::fs::write(memory.join("memory.memsw.limit_in_bytes"), memsw_limit.to_string()).unwrap();
+    }
+
+    // A CPU burner under the quota, and a sleeper.
+    lab.children
+        .push(spawn_in(&guest.sub("ns/init.scope"), "while :; do :; done"));
+    lab.children
+        .push(spawn_in(&guest.sub("ns/system.slice/a.service"), "exec sleep 600"));
+
+    // Real block IO from inside the guest: 4 MiB written and read back with O_DIRECT.
+    let scratch = Scratch::new();
+    let file = scratch.mount_point().join("data");
+    let io = spawn_in(
+        &guest.sub("ns/system.slice/io.service"),
+        &format!(
+            "dd if=/dev/zero of='{f}' bs=64k count=64 oflag=direct status=none && \
+             exec dd if='{f}' of=/dev/null bs=64k iflag=direct status=none",
+            f = file.display()
+        ),
+    );
+    let status = io.wait_with_output().unwrap().status;
+    assert!(status.success(), "dd: {status:?}");
+
+    // A memory hog in `ns` (tail keeps a line without end in memory), killed by the guest's
+    // memory limit.
+    let hog = spawn_in(&guest.sub("ns"), "exec tail /dev/zero");
+    let status = hog.wait_with_output().unwrap().status;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the hog was OOM-killed: {status:?}"
+    );
+    // Independent: the kill is counted in `ns`, and only there.
+    let oom_in = |d: &Path| flat(&d.join("memory.oom_control"), "oom_kill");
+    assert_eq!(
+        oom_in(&memory),
+        0,
+        "v1 does not count the kill in the guest's own memcg"
+    );
+    let subtree_kills: u64 = dirs_deepest_first(&memory).iter().map(|d| oom_in(d)).sum();
+    assert_eq!(subtree_kills, 1);
+
+    // Let the quota throttle the burner for a few periods.
+    let start = Instant::now();
+    while flat(&cpu.join("cpu.stat"), "nr_throttled") < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the burner is not throttled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let pve = lab.pve.path().to_path_buf();
+    std::fs::create_dir_all(pve.join("lxc")).unwrap();
+    std::fs::write(
+        pve.join(format!("lxc/{vmid}.conf")),
+        "hostname: hybrid\nmemory: 64\nswap: 32\n",
+    )
+    .unwrap();
+    let env = Environment {
+        platform: Platform::Proxmox,
+        proc_path: proc_path.clone(),
+        sys_path: "/sys".into(),
+        root_path: "/".into(),
+        cgroup_path: Some(base.clone()),
+        pve_path: pve.clone(),
+        mounts: mounts.clone(),
+    };
+    let mut guests = proxmox::create("guests", &env).unwrap();
+    eprintln!("guests collector: {:?}", guests.notes());
+
+    let id = vmid.to_string();
+    let labels = [("container_id", id.as_str()), ("host_name", "hybrid"), ("type", "lxc")];
+    let device = scratch.device_number();
+    let bytes_file = blkio_dir.join("blkio.throttle.io_service_bytes_recursive");
+    let ops_file = blkio_dir.join("blkio.throttle.io_serviced_recursive");
+    let cpu_stat = cpu.join("cpu.stat");
+    let throttling = || {
+        (
+            flat(&cpu_stat, "nr_periods"),
+            flat(&cpu_stat, "nr_throttled"),
+            flat(&cpu_stat, "throttled_time"),
+        )
+    };
+    for round in 0..2 {
+        let (periods0, throttled0, time0) = throttling();
+        let (bytes0, ops0) = (blkio(&bytes_file, &device), blkio(&ops_file, &device));
+        let snap = collect(guests.as_mut());
+        let (periods1, throttled1, time1) = throttling();
+        let (bytes1, ops1) = (blkio(&bytes_file, &device), blkio(&ops_file, &device));
+
+        // CPU bandwidth from the v1 cpu hierarchy, between the reads before and after.
+        assert_eq!(one(&snap, "container_spec_cpu_limit_cores", &labels), 0.2);
+        let between = |metric: &str, low: f64, high: f64| {
+            let v = one(&snap, metric, &labels);
+            assert!(
+                low <= v && v <= high,
+                "round {round}: {metric} {v} not in [{low}, {high}]"
+            );
+            v
+        };
+        assert!(throttled0 >= 3);
+        between("container_cpu_cfs_periods_total", periods0 as f64, periods1 as f64);
+        between(
+            "container_cpu_cfs_throttled_periods_total",
+            throttled0 as f64,
+            throttled1 as f64,
+        );
+        between(
+            "container_cpu_cfs_throttled_seconds_total",
+            time0 as f64 / 1e9,
+            time1 as f64 / 1e9,
+        );
+        // CPU time itself from cgroup2 (present on this hybrid machine).
+        assert!(one(&snap, "container_cpu_usage_seconds_total", &labels) > 0.0);
+
+        // Memory limits, swap limit = memsw - memory.
+        assert_eq!(
+            one(&snap, "container_spec_memory_limit_bytes", &labels),
+            memory_limit as f64
+        );
+        let swap_limit = values(&snap, "container_spec_memory_swap_limit_bytes", &labels);
+        if swap_accounting {
+            assert_eq!(swap_limit, [(memsw_limit - memory_limit) as f64]);
+        } else {
+            assert!(swap_limit.is_empty(), "no memsw files: no swap limit series");
+        }
+
+        // The OOM kill, counted in `ns`.
+        assert_eq!(one(&snap, "container_oom_kills_total", &labels), 1.0);
+
+        // Block IO of the loop device, between the reads before and after; at least what dd
+        // moved.
+        let mut dev = labels.to_vec();
+        dev.push(("device", device.as_str()));
+        let io = |metric: &str, low: u64, high: u64| {
+            let v = one(&snap, metric, &dev);
+            assert!(
+                low as f64 <= v && v <= high as f64,
+                "round {round}: {metric} {v} not in [{low}, {high}]"
+            );
+            v
+        };
+        assert!(io("container_fs_writes_bytes_total", bytes0.1, bytes1.1) >= (4 << 20) as f64);
+        assert!(io("container_fs_reads_bytes_total", bytes0.0, bytes1.0) >= (4 << 20) as f64);
+        assert!(io("container_fs_writes_total", ops0.1, ops1.1) >= 1.0);
+        assert!(io("container_fs_reads_total", ops0.0, ops1.0) >= 1.0);
+    }
+    drop(guests);
+    drop(scratch);
+    drop(lab);
+    assert!(!base.exists(), "cleanup removed {}", base.display());
 }

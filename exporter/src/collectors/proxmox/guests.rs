@@ -6,9 +6,14 @@
 //!   (running VMs): directory listings for discovery, then per guest `cpu.stat`, `cpu.max`,
 //!   `{cpu,memory,io}.pressure`, `memory.{current,stat,max,high,swap.current,swap.max,events}`,
 //!   `io.stat`, `pids.{current,max}`, `cgroup.stat` and `cgroup.procs` of the guest cgroup and
-//!   every cgroup below it. On a hybrid layout memory and pids come from the v1 hierarchies
-//!   (`memory.usage_in_bytes`, `memory.stat` `total_*`, `memory.limit_in_bytes`,
-//!   `memory.oom_control`, `pids.current`, `pids.max`), see [`super::layout`];
+//!   every cgroup below it. On a hybrid layout memory, pids, CPU bandwidth and block IO come
+//!   from the v1 hierarchies (`memory.usage_in_bytes`, `memory.stat` `total_*`,
+//!   `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`, `memory.oom_control` of every
+//!   cgroup of the guest's subtree, `pids.current`, `pids.max`, `cpu.stat`,
+//!   `cpu.cfs_quota_us`, `cpu.cfs_period_us`, `blkio.throttle.io_service_bytes_recursive`,
+//!   `blkio.throttle.io_serviced_recursive`; `cpuacct.usage`, `cpuacct.stat` where cgroup2 has
+//!   no `cpu.stat`), see [`super::layout`]. Under `memory_localevents` the guest's
+//!   `memory.events` is summed over its subtree;
 //! - `$PROC_PATH/net/dev` once: the host side of every guest interface (`veth<vmid>i<N>`,
 //!   `tap<vmid>i<N>`) in one read;
 //! - `$PVE_PATH/lxc/*.conf`, `$PVE_PATH/qemu-server/*.conf` (this node's guests; re-read only
@@ -16,7 +21,9 @@
 //!   host name).
 //!
 //! Produces the per-guest families of [`super::metrics`] (`container_*`, `pve_guest_*`), each
-//! labelled `container_id`, `host_name`, `type`.
+//! labelled `container_id`, `host_name`, `type`; interface series carry `interface="net<N>"`
+//! (from `veth<vmid>i<N>` / `tap<vmid>i<N>`), and `pve_guest_network_info` maps it to the host
+//! device and the config's in-guest name, bridge and MAC address.
 //!
 //! Cost: descriptors are kept open per guest and read with `pread` at offset 0 (see
 //! [`super::files`]); the subtree of a guest is walked again only when the shape `cgroup.stat`
@@ -1894,7 +1901,10 @@ impl Collector for GuestsCollector {
             None => notes.push("eBPF: not used by this collector (see exporter.components.ebpf)".to_owned()),
         }
         if !matches!(self.layout.memory, Source::Unified) {
-            notes.push("memory from cgroup v1: no soft limit (memory.high) and no swap limit series".to_owned());
+            notes.push(
+                "memory from cgroup v1: no soft limit (memory.high) and no memory event series; OOM kills summed over each guest's v1 subtree"
+                    .to_owned(),
+            );
         }
         notes
     }
