@@ -394,6 +394,40 @@ fn host_checks(
     }
 }
 
+/// What the exporter read from the rig's PVE_PATH tree for one guest.
+fn config_checks(c: &mut Checker, guest: &str, config: &guest_rig::pve::GuestConfig, node: &str) {
+    let id = config.vmid.to_string();
+    let l = [("container_id", id.as_str())];
+    let tags = config.tags.join(";");
+    c.check(
+        guest,
+        "config: name, node, tags, running",
+        "pve_guest_info",
+        &[
+            ("container_id", &id),
+            ("host_name", &config.name),
+            ("node", node),
+            ("tags", &tags),
+            ("status", "running"),
+        ],
+        Some(Expect::Equal(1.0)),
+    );
+    c.check(
+        guest,
+        "config: cores",
+        "pve_guest_config_cpus",
+        &l,
+        Some(Expect::Equal(config.cores as f64)),
+    );
+    c.check(
+        guest,
+        "config: memory",
+        "pve_guest_config_memory_bytes",
+        &l,
+        Some(Expect::Equal((config.memory_mib * 1024 * 1024) as f64)),
+    );
+}
+
 fn nics_of(d: &Description, role: Role) -> (u32, Vec<(String, Option<String>)>) {
     match role {
         Role::Vm1 | Role::Vm2 => {
@@ -687,14 +721,13 @@ fn real_guests_hybrid() {
         } else {
             "lxc"
         };
-        host_checks(
-            &mut checker,
-            &format!("{kind}/{vmid} ({role:?})"),
-            vmid,
-            &nics,
-            &before,
-            &after,
-        );
+        let guest = format!("{kind}/{vmid} ({role:?})");
+        host_checks(&mut checker, &guest, vmid, &nics, &before, &after);
+        let config = match role {
+            Role::Vm1 | Role::Vm2 => &d.vm(role).config,
+            _ => &d.container(role).config,
+        };
+        config_checks(&mut checker, &guest, config, &d.node);
     }
     assert!(
         after.cgroups[&a].oom_kills.unwrap_or(0) >= 1,
@@ -843,7 +876,10 @@ fn real_guests_hybrid() {
     );
 
     drop(exporter);
+    let cgroups = rig.cgroups.clone();
     let teardown = rig.down();
+    let left = d.leftovers(&cgroups);
+    assert!(left.is_empty(), "the rig left behind: {left:?}");
     println!("{}", report.table());
     println!(
         "real-guest rig ({layout}): set-up {:.1} s, teardown {:.1} s, whole test {:.1} s, {} checks, {} failed",

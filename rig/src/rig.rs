@@ -150,6 +150,69 @@ impl Description {
     }
 }
 
+impl Description {
+    /// What is left of this rig on the machine after a teardown (empty when nothing is): its
+    /// dir, cgroups of its vmids, its links, loop devices on its images, QEMU processes.
+    pub fn leftovers(&self, cgroups: &Hierarchies) -> Vec<String> {
+        let mut left = Vec::new();
+        if self.dir.exists() {
+            left.push(format!("dir {}", self.dir.display()));
+        }
+        let mut links = vec![self.bridge.name.clone()];
+        for c in &self.containers {
+            let vmid = c.spec.vmid;
+            for rel in [format!("lxc/{vmid}"), format!("lxc.monitor/{vmid}")] {
+                left.extend(
+                    cgroups
+                        .dirs(&rel)
+                        .into_iter()
+                        .filter(|d| d.exists())
+                        .map(|d| format!("cgroup {}", d.display())),
+                );
+            }
+            links.push(c.spec.veth());
+            if let (Some(device), Some(image)) = (&c.loop_device, &c.image) {
+                let name = device.trim_start_matches("/dev/");
+                let backing =
+                    std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+                if Path::new(backing.trim()) == image {
+                    left.push(format!("loop device {device}"));
+                }
+            }
+        }
+        for v in &self.vms {
+            left.extend(
+                cgroups
+                    .dirs(&v.spec.cgroup())
+                    .into_iter()
+                    .filter(|d| d.exists())
+                    .map(|d| format!("cgroup {}", d.display())),
+            );
+            links.extend((0..v.spec.macs.len()).map(|i| v.spec.tap(i)));
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", v.pid)).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&v.spec.name) {
+                left.push(format!("QEMU pid {}", v.pid));
+            }
+        }
+        left.extend(
+            links
+                .into_iter()
+                .filter(|l| link_exists(l))
+                .map(|l| format!("link {l}")),
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = self.dir.display().to_string();
+        left.extend(
+            mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&dir))
+                .map(|m| format!("mount {m}")),
+        );
+        left
+    }
+}
+
 /// A rig that is up. Dropping it takes everything down.
 #[derive(Debug)]
 pub struct Rig {

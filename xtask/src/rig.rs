@@ -29,8 +29,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("down") => {
+            let description = Rig::describe_dir(&dir).ok();
             let took = Rig::down_dir(&dir)?;
             println!("rig in {} taken down in {:.1} s", dir.display(), took.as_secs_f64());
+            if let Some(description) = description {
+                let left = description.leftovers(&guest_rig::cgroups::Hierarchies::read()?);
+                if !left.is_empty() {
+                    bail!("left behind: {}", left.join(", "));
+                }
+            }
             Ok(())
         }
         Some("status") => {
