@@ -428,3 +428,32 @@ fn bind_mounts_of_one_filesystem_are_one_filesystem_at_the_mount_nearest_the_roo
     let dir = env_at(&fixture("lxc-container-dir-storage"), Platform::Lxc);
     assert_eq!(mount_points(&dir), [s("/", "ext4", "/dev/vda")]);
 }
+
+/// LXC 5 on a hybrid host mounts cgroup2 at /sys/fs/cgroup/unified beside the v1 hierarchies
+/// (seen on this project's machine): the unified root has `cgroup.procs` but no pids
+/// controller, so threads come from the v1 pids hierarchy.
+#[test]
+fn lxc_on_a_hybrid_host_takes_threads_from_v1_pids_where_cgroup2_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture("lxc-container-cgroup-v1").join("."))
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The line LXC 5.0.2 printed there, and the unified root's processes.
+    let mountinfo = root.join("proc/self/mountinfo");
+    let mut text = std::fs::read_to_string(&mountinfo).unwrap();
+    text.push_str("109 99 0:38 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:36 - cgroup2 none rw\n");
+    std::fs::write(&mountinfo, text).unwrap();
+    std::fs::create_dir_all(root.join("sys/fs/cgroup/unified")).unwrap();
+    std::fs::write(root.join("sys/fs/cgroup/unified/cgroup.procs"), "1\n23\n26\n27\n112\n").unwrap();
+    let mut env = env_at(root, Platform::Lxc);
+    env.cgroup_path = metrics_exporter::platform::cgroup2_mount(&env.mounts, &env.proc_path);
+    assert_eq!(env.cgroup_path, Some(root.join("sys/fs/cgroup/unified")));
+    let s = collect("process", &env);
+    assert_eq!(get(&s, "node_processes", &[]), 5.0);
+    assert_eq!(get(&s, "node_processes_threads", &[]), 6.0);
+}
