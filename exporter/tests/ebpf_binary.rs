@@ -432,3 +432,49 @@ fn once_exports_no_ebpf_counters_and_says_why() {
             .any(|s| s.0 == "metrics_exporter_build_info" && s.1["ebpf"] == "no")
     );
 }
+
+/// `--check-config`'s judgement agrees with what the service then does, for a non-root user
+/// holding the three capabilities the programs need, and holding one fewer.
+#[test]
+fn check_config_plan_agrees_with_the_service_for_capability_sets() {
+    let _serial = serial();
+    if !privileged() || !require_command("setpriv") {
+        return;
+    }
+    let guest = Guest::new("plan", 905, 0);
+    let pve = tempfile::tempdir().unwrap();
+    let env = env_with(guest.env(pve.path()), "EBPF", "auto");
+    for (caps, loads) in [("+bpf,+perfmon,+net_admin", true), ("+bpf,+net_admin", false)] {
+        let as_user = || {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(format!("--inh-caps=-all,{caps}"))
+                .arg(format!("--ambient-caps=-all,{caps}"))
+                .arg(format!("--bounding-set=-all,{caps}"))
+                .arg(binary());
+            command
+        };
+        let out = as_user()
+            .arg("--check-config")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{caps}: {}", String::from_utf8_lossy(&out.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let plan = &plan["ebpf"];
+        assert_eq!(plan["would_load"], loads, "{caps}: {plan}");
+        if !loads {
+            assert!(plan["reason"].as_str().unwrap().contains("CAP_PERFMON"), "{plan}");
+        }
+        let exporter = Exporter::start_with(as_user(), &env);
+        let status = exporter.get("/status").json();
+        assert_eq!(
+            status["exporter"]["components"]["ebpf"]["state"]["enabled"], loads,
+            "{caps}: the plan said {plan}, the service: {}",
+            status["exporter"]["components"]["ebpf"]
+        );
+    }
+}
