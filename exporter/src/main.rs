@@ -11,10 +11,8 @@ fn help() -> String {
         "metrics-exporter: Prometheus and OTLP metrics for Proxmox VE hosts, LXC containers and Linux hosts\n\n\
          Usage: metrics-exporter [--once | --check-config | --version | --help]\n\n\
          (no argument)   serve /metrics, /health, /status, /collectors and POST /collect\n\
-         --once          run one collection and print it as Prometheus text (no eBPF: one\n\
-                         collection has no window to count over)\n\
-         --check-config  print the effective configuration, the detected platform and what\n\
-                         the service would do with eBPF as JSON, without touching the kernel\n\
+         --once          run one collection and print it as Prometheus text (without eBPF)\n\
+         --check-config  print the configuration, the platform and the eBPF plan as JSON (no bpf())\n\
          --version       print the version\n\n\
          Configuration is read from the environment:\n\n",
     );
