@@ -67,7 +67,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "CONTAINER_ID",
-        "(derived from the rootfs volume name inside LXC)",
+        "(derived inside LXC from the root mount: volume name, subvol directory or loop-backed raw image)",
         "the container_id label; set it where it cannot be derived",
     ),
     ("PLATFORM", "auto", "auto, proxmox, lxc or host"),
