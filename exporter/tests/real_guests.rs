@@ -461,13 +461,29 @@ fn install_exporter(rootfs: &Path) -> &'static str {
     "/opt/metrics-exporter"
 }
 
+/// Which cgroup view the container has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// As LXC 5 mounts it on a hybrid host: the v1 hierarchies and cgroup2 at unified.
+    AsMounted,
+    /// The v1 hierarchies only (older LXC, or a container that unmounted cgroup2): CPU must
+    /// come from v1 cpuacct and processes from the PID namespace's /proc.
+    WithoutCgroup2,
+}
+
 /// The in-container view: the exporter run inside the container as a server (scraped from the
 /// host over the rig's bridge) and once with `--once`.
-fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16) {
+fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16, view: View) {
     let d = &rig.description;
     let c = d.container(role);
     let vmid = c.spec.vmid;
-    let guest = format!("inside lxc/{vmid} ({role:?})");
+    let guest = match view {
+        View::AsMounted => format!("inside lxc/{vmid} ({role:?})"),
+        View::WithoutCgroup2 => format!("inside lxc/{vmid} ({role:?}) without cgroup2"),
+    };
+    if view == View::WithoutCgroup2 {
+        sh_in(rig, vmid, "umount /sys/fs/cgroup/unified");
+    }
     let path = install_exporter(&c.spec.rootfs);
     let address: SocketAddr = SocketAddr::new(c.spec.address.into(), port);
     let port_text = port.to_string();
@@ -493,7 +509,12 @@ fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16) {
     }
     // The container's cgroup namespace root is `lxc/<vmid>/ns`: its view of itself.
     let ns = format!("{}/ns", c.spec.cgroup());
-    let (before, series, after) = bracketed(address, || truth::read_cgroup(&rig.cgroups, &ns));
+    let ((before, cpuacct_before), series, (after, cpuacct_after)) = bracketed(address, || {
+        (
+            truth::read_cgroup(&rig.cgroups, &ns),
+            truth::read_cpuacct(&rig.cgroups, &ns),
+        )
+    });
     let meminfo = sh_in(rig, vmid, "cat /proc/meminfo");
     let meminfo_kib = |key: &str| -> Option<u64> {
         meminfo
@@ -544,26 +565,62 @@ fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16) {
         &none,
         meminfo_kib("SwapTotal").map(|v| Expect::Equal(v as f64)),
     );
-    ch.check(
-        &guest,
-        "cpu user from the container's cgroup",
-        "node_cpu_seconds_total",
-        &[("mode", "user")],
-        between_usec(
-            before.cpu_user_usec.map(|v| v as f64),
-            after.cpu_user_usec.map(|v| v as f64),
-        ),
-    );
-    ch.check(
-        &guest,
-        "cpu system from the container's cgroup",
-        "node_cpu_seconds_total",
-        &[("mode", "system")],
-        between_usec(
-            before.cpu_system_usec.map(|v| v as f64),
-            after.cpu_system_usec.map(|v| v as f64),
-        ),
-    );
+    match view {
+        View::AsMounted => {
+            ch.check(
+                &guest,
+                "cpu user from the container's cgroup (cpu.stat)",
+                "node_cpu_seconds_total",
+                &[("mode", "user")],
+                between_usec(
+                    before.cpu_user_usec.map(|v| v as f64),
+                    after.cpu_user_usec.map(|v| v as f64),
+                ),
+            );
+            ch.check(
+                &guest,
+                "cpu system from the container's cgroup (cpu.stat)",
+                "node_cpu_seconds_total",
+                &[("mode", "system")],
+                between_usec(
+                    before.cpu_system_usec.map(|v| v as f64),
+                    after.cpu_system_usec.map(|v| v as f64),
+                ),
+            );
+        }
+        View::WithoutCgroup2 => {
+            // cpuacct.stat: the split cgroup2's cpu.stat would give (see truth::Cpuacct).
+            let ticks = |pick: fn(&truth::Cpuacct) -> f64| {
+                let (b, a) = (pick(&cpuacct_before?), pick(&cpuacct_after?));
+                Some(Expect::Between(b.min(a) - 1e-9, b.max(a) + 1e-9))
+            };
+            ch.check(
+                &guest,
+                "cpu user from v1 cpuacct.stat",
+                "node_cpu_seconds_total",
+                &[("mode", "user")],
+                ticks(|c| c.user),
+            );
+            ch.check(
+                &guest,
+                "cpu system from v1 cpuacct.stat",
+                "node_cpu_seconds_total",
+                &[("mode", "system")],
+                ticks(|c| c.system),
+            );
+        }
+    }
+    for (name, labels, value) in &series {
+        if name == "metrics_exporter_collector_success" {
+            let collector = labels.get("collector").map_or("?", String::as_str);
+            ch.report.push(
+                &guest,
+                &format!("collector {collector} succeeds (metrics_exporter_collector_success)"),
+                Some(*value),
+                Expect::Equal(1.0),
+            );
+        }
+    }
     ch.check(
         &guest,
         "processes (its cgroup subtree)",
@@ -573,10 +630,13 @@ fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16) {
     );
     ch.check(
         &guest,
-        "threads (pids.current)",
+        "threads (pids.current; ±2: the exporter's own pool threads come and go around a collection)",
         "node_processes_threads",
         &none,
-        between(before.tasks, after.tasks),
+        before
+            .tasks
+            .zip(after.tasks)
+            .map(|(b, a)| Expect::Between(b.min(a) as f64 - 2.0, b.max(a) as f64 + 2.0)),
     );
     // Each filesystem of a block device once, at its mount point nearest the root (the busybox
     // template bind-mounts the host's /lib, /usr/lib… from one device). Virtual filesystems
@@ -812,8 +872,10 @@ fn real_guests_hybrid() {
     // Inside the containers.
     let port = 9464;
     for role in [Role::A, Role::B, Role::C] {
-        inside_checks(&mut report, &rig, role, port);
+        inside_checks(&mut report, &rig, role, port, View::AsMounted);
     }
+    // Last for A: the same without its cgroup2 mount.
+    inside_checks(&mut report, &rig, Role::A, port, View::WithoutCgroup2);
 
     // Churn: B stops, its series go at the next collection; it starts again, its counters
     // start again as a new series (below what the stopped one had reached).

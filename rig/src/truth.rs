@@ -314,6 +314,30 @@ pub fn read_cgroup(cgroups: &Hierarchies, relative: &str) -> CgroupTruth {
     t
 }
 
+/// v1 `cpuacct` of a cgroup, in seconds: user and system from `cpuacct.stat` (USER_HZ ticks;
+/// the kernel scales its tick-sampled split to the exact total there, with `cputime_adjust`,
+/// as cgroup2's `cpu.stat` user_usec/system_usec are) and the exact total `cpuacct.usage` (ns).
+/// `cpuacct.usage_user`/`usage_sys` are the unscaled samples and may differ by several ticks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cpuacct {
+    pub user: f64,
+    pub system: f64,
+    pub usage: f64,
+}
+
+/// `None` when the cpuacct controller is not a v1 hierarchy or the cgroup is gone.
+pub fn read_cpuacct(cgroups: &Hierarchies, relative: &str) -> Option<Cpuacct> {
+    let dir = cgroups.v1("cpuacct")?.join(relative);
+    let stat = parse_flat(&read(&dir.join("cpuacct.stat"))?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(Cpuacct {
+        user: *stat.get("user")? as f64 / hz,
+        system: *stat.get("system")? as f64 / hz,
+        usage: read_u64(&dir.join("cpuacct.usage"))? as f64 / 1e9,
+    })
+}
+
 /// `(major, minor)` of a block device node such as /dev/loop3, as `MAJ:MIN`.
 pub fn device_number(device: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
