@@ -882,6 +882,12 @@ fn v1_controllers_of_a_hybrid_guest_on_the_real_kernel_root() {
             assert!(swap_limit.is_empty(), "no memsw files: no swap limit series");
         }
 
+        // Swap (memsw − memory, as cAdvisor) exactly where swap accounting gives memsw files.
+        assert_eq!(
+            values(&snap, "container_memory_swap", &labels).len(),
+            usize::from(swap_accounting)
+        );
+
         // The OOM kill, counted in `ns`.
         assert_eq!(one(&snap, "container_oom_kills_total", &labels), 1.0);
 

@@ -67,7 +67,9 @@ enum MemoryFiles {
         usage: KeptFile,
         stat: KeptFile,
         limit: KeptFile,
-        /// `memory.memsw.limit_in_bytes` (memory + swap), there only with swap accounting.
+        /// `memory.memsw.usage_in_bytes` and `memory.memsw.limit_in_bytes` (memory + swap),
+        /// there only with swap accounting.
+        memsw_usage: KeptFile,
         memsw_limit: KeptFile,
     },
     None,
@@ -222,6 +224,7 @@ impl Guest {
                     usage: g("memory.usage_in_bytes"),
                     stat: g("memory.stat"),
                     limit: KeptFile::rare(&d, "memory.limit_in_bytes", budget),
+                    memsw_usage: g("memory.memsw.usage_in_bytes"),
                     memsw_limit: KeptFile::rare(&d, "memory.memsw.limit_in_bytes", budget),
                 }
             }
@@ -316,8 +319,9 @@ impl Guest {
                 usage,
                 stat,
                 limit,
+                memsw_usage,
                 memsw_limit,
-            } => vec![usage, stat, limit, memsw_limit],
+            } => vec![usage, stat, limit, memsw_usage, memsw_limit],
             MemoryFiles::None => Vec::new(),
         };
         let cpu: Vec<&mut KeptFile> = match &mut self.cpu_bandwidth {
@@ -1372,13 +1376,14 @@ fn read_guest(
             usage,
             stat,
             limit,
+            memsw_usage,
             memsw_limit,
         } => {
             let usage = read_parsed(usage, buf, errors, &mut absent_new, cgroup::parse_u64)?;
             let stat = read_parsed(stat, buf, errors, &mut absent_new, |t| {
-                cgroup::flat_keyed_values(t, &["total_inactive_file", "total_cache", "total_swap"])
+                cgroup::flat_keyed_values(t, &["total_inactive_file", "total_cache"])
             })?;
-            let [inactive, cache, swap] = stat.unwrap_or_default();
+            let [inactive, cache] = stat.unwrap_or_default();
             if let Some(usage) = usage {
                 staged.push(Id::MEMORY_USAGE, base, usage as f64);
                 if let Some(inactive) = inactive {
@@ -1388,9 +1393,12 @@ fn read_guest(
                     staged.push(Id::MEMORY_PVE_USED, base, usage.saturating_sub(cache) as f64);
                 }
             }
-            // total_swap is printed only with swap accounting: absent otherwise.
-            if let Some(swap) = swap {
-                staged.push(Id::MEMORY_SWAP, base, swap as f64);
+            // Swap is memory + swap less memory, as cAdvisor computes it for v1: both from the
+            // page counters, exact where memory.stat's total_swap lags by up to a stats flush.
+            // Without swap accounting there is no memsw file, and no swap series.
+            let memsw = read_parsed(memsw_usage, buf, errors, &mut absent_new, cgroup::parse_u64)?;
+            if let (Some(usage), Some(memsw)) = (usage, memsw) {
+                staged.push(Id::MEMORY_SWAP, base, memsw.saturating_sub(usage) as f64);
             }
             if read_limits {
                 let memory = read_parsed(limit, buf, errors, &mut absent_new, cgroup::parse_u64)?.and_then(v1_limit);
