@@ -3,9 +3,8 @@
 //! and the rule for tests that need privileges (in CI a missing capability fails the test).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,7 +145,9 @@ impl Drop for Exporter {
     }
 }
 
+#[allow(unused_imports)] // each test binary uses a different part of the common module
 pub use guest_rig::exposition::{Series, names, parse_exposition, value};
+#[allow(unused_imports)]
 pub use guest_rig::http::{Response, get, parse_response, raw, request};
 
 /// (rx_bytes, rx_packets, tx_bytes, tx_packets) of `dev` in a `/proc/net/dev` text. Written
