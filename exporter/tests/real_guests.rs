@@ -668,14 +668,23 @@ fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16, view: Vi
             size.map(|s| Expect::Equal(s as f64)),
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    // The server inside may outlive lxc-attach: stop it from inside too.
+    // Stop the server from inside and let lxc-attach reap it: killing lxc-attach first would
+    // leave a zombie in the container's PID namespace (its parent is outside), which the next
+    // process count would see.
     let _ = lxc::attach_output(
         rig.lxcpath(),
         vmid,
         &["/bin/sh", "-c", "kill $(pidof metrics-exporter) 2>/dev/null; true"],
     );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // `--once` inside: the same identity without a server.
     let once = lxc::attach_env_output(
