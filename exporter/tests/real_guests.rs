@@ -712,6 +712,27 @@ fn inside_checks(report: &mut Report, rig: &Rig, role: Role, port: u16, view: Vi
     );
 }
 
+/// A rig taken down by another process (`cargo xtask rig down`, or after a crash) from its
+/// state file alone leaves nothing behind: the same unwinding as the Drop that runs on failure.
+#[test]
+fn rig_down_from_its_state_file() {
+    if !require("root", is_root()) {
+        return;
+    }
+    if let Some(why) = guest_rig::rig::unavailable() {
+        require(&why, false);
+        return;
+    }
+    let dir = PathBuf::from(RIG_ROOT).join(format!("test-down-{}", std::process::id()));
+    let rig = Rig::up(&dir).unwrap_or_else(|e| panic!("rig up: {e:#}"));
+    let cgroups = rig.cgroups.clone();
+    let description = rig.keep();
+    assert!(description.leftovers(&cgroups).len() > 10, "the rig is up");
+    Rig::down_dir(&dir).unwrap();
+    let left = description.leftovers(&cgroups);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn real_guests_hybrid() {
     let test_started = Instant::now();

@@ -270,6 +270,17 @@ const TOOLS: &[&str] = &[
     "tar",
 ];
 
+/// An exclusive `flock` on a directory, held until the returned descriptor is dropped.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("cannot lock {}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Why the rig cannot run here, if it cannot (not root, a tool missing).
 pub fn unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -295,6 +306,9 @@ impl Rig {
         }
         let started = Instant::now();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Two rigs coming up at once (a test and `cargo xtask rig up`) would pick the same free
+        // vmids and bridge: the parent dir's lock (released when `up` returns) orders them.
+        let _lock = lock_dir(dir.parent().unwrap_or(Path::new("/")))?;
         // Unprivileged containers' roots (uid 100000) must traverse the path.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
