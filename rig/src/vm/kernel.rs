@@ -154,6 +154,13 @@ impl Kernel {
 
         let base_initramfs = dir.join(format!("base-{BASE_RECIPE}.cpio"));
         if !base_initramfs.exists() {
+            // Archives of older recipes are never used again.
+            for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("base-") && name.ends_with(".cpio") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
             let bytes = base_archive(&tree, &release)?;
             let partial = dir.join("base.partial");
             std::fs::write(&partial, bytes)?;

@@ -154,9 +154,12 @@ impl Machine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let start = Instant::now();
-        let mut child = command
-            .spawn()
-            .context("cannot start qemu-system-x86_64 (package qemu-system-x86)")?;
+        let mut child = KillOnDrop(
+            command
+                .spawn()
+                .context("cannot start qemu-system-x86_64 (package qemu-system-x86)")?,
+        );
+        let child = &mut child.0;
 
         let serial = Arc::new(Mutex::new(Vec::<u8>::new()));
         let verdict_at = Arc::new(Mutex::new(None::<Duration>));
@@ -209,6 +212,18 @@ impl Machine {
                 elapsed,
                 to_verdict: *verdict_at.lock().unwrap(),
             }),
+        }
+    }
+}
+
+/// QEMU, killed if the boot ends early on an error (it never outlives the run).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }

@@ -304,6 +304,10 @@ impl Drop for Exporter {
 /// Everything the payload reads around one collection.
 struct Reads {
     guests: Vec<CgroupTruth>,
+    /// Per guest: `memory.events` (hierarchical) and `memory.high` as the kernel prints them
+    /// (the two memory files [`truth`] does not read).
+    memory_events: Vec<std::collections::BTreeMap<String, u64>>,
+    memory_high: Vec<Option<String>>,
     host_net: std::collections::BTreeMap<String, NetCounters>,
     ct_net: std::collections::BTreeMap<String, NetCounters>,
 }
@@ -313,6 +317,14 @@ fn read_all(cgroups: &Hierarchies, guests: &[&Guest], container: &Guest) -> Read
         guests: guests
             .iter()
             .map(|g| truth::read_cgroup(cgroups, &g.relative))
+            .collect(),
+        memory_events: guests
+            .iter()
+            .map(|g| truth::parse_flat(&read(&g.dir.join("memory.events")).unwrap_or_default()))
+            .collect(),
+        memory_high: guests
+            .iter()
+            .map(|g| read(&g.dir.join("memory.high")).ok().map(|t| t.trim().to_owned()))
             .collect(),
         host_net: truth::net_dev(None),
         ct_net: truth::net_dev(Some(container.init_pid() as i32)),
@@ -547,6 +559,30 @@ fn check_cgroup(c: &mut Checker, b: &CgroupTruth, a: &CgroupTruth, device: &str)
     );
 }
 
+/// `memory.events` per event, and the soft limit `memory.high` (absent when it says `max`).
+fn check_memory_events(c: &mut Checker, b: &Reads, a: &Reads, guest: usize) {
+    for event in ["high", "max", "oom"] {
+        let count = |r: &Reads| r.memory_events[guest].get(event).map(|v| *v as f64);
+        c.counter(
+            &format!("memory.events {event}"),
+            "container_memory_events_total",
+            &[("event", event)],
+            count(b),
+            count(a),
+        );
+    }
+    let high = |r: &Reads| r.memory_high[guest].as_deref().and_then(|t| t.parse::<f64>().ok());
+    c.limit(
+        &format!(
+            "soft limit (memory.high {:?})",
+            a.memory_high[guest].as_deref().unwrap_or("missing")
+        ),
+        "container_spec_memory_soft_limit_bytes",
+        high(b),
+        high(a),
+    );
+}
+
 /// Interface counters of the container in its own view: what `eth0` counted in its namespace,
 /// and the host side `veth<vmid>i0` swapped (host receive is what the guest sent).
 /// A VM's tap has no guest end the payload can read (QEMU's descriptor is the other end):
@@ -700,6 +736,8 @@ pub fn run() -> anyhow::Result<Report> {
     let mut ct = Guest::container(&cgroups, 101, limits_of(config(101)))?;
     let mut churned = Guest::container(&cgroups, 102, limits_of(config(102)))?;
     churned.start(churned.netns(), "burn", &[])?;
+    // A soft limit on one guest (raw `lxc.cgroup2.memory.high`): the others say `max`.
+    write(&churned.dir.join("memory.high"), "50331648")?;
     let mut vm = Guest::vm(&cgroups, 200, limits_of(config(200)))?;
     vm.start(Netns::Host, "burn", &[])?;
     vm.start(Netns::Host, "sleep", &[])?;
@@ -828,9 +866,21 @@ pub fn run() -> anyhow::Result<Report> {
         let mut c = guest_checker(&mut report, &series, &vm);
         check_network(&mut c, &before, &after, "tap200i0", false);
     }
+    // memory.events is hierarchical: the kill in `ns` (its .local count) is the guest's.
+    report.push(
+        "lxc/101",
+        "OOM kills in ns (ns memory.events.local) counted for the guest (container_oom_kills_total)",
+        value(
+            &series,
+            "container_oom_kills_total",
+            &[("container_id", "101"), ("type", "lxc")],
+        ),
+        Expect::Equal(ns_local as f64),
+    );
     for (i, guest) in guests.iter().enumerate() {
         let mut c = guest_checker(&mut report, &series, guest);
         check_cgroup(&mut c, &before.guests[i], &after.guests[i], &device);
+        check_memory_events(&mut c, &before, &after, i);
         c.expect(
             "run-queue latency observed",
             "container_runqueue_latency_seconds_count",
