@@ -301,6 +301,20 @@ fn proc_stat(pid: u32, ticks: u64) -> String {
     format!("{pid} (some (odd) name) S 1 {pid} {pid} 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 1 0 {ticks} 1000 10 1\n")
 }
 
+/// A copy of the fixture tree `name` in a temporary directory.
+fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name);
+    let tree = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture.join("."))
+        .arg(tree.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "copy of the fixture {name}");
+    tree
+}
+
 /// The Proxmox host fixture copied to a temporary tree, whose `proc/stat` says the host booted
 /// at 1732185325, with `/proc/<pid>/stat` for: the exporter itself (123.45 s after boot);
 /// container 101's init, the process of `ns/init.scope` (2500 s after boot), and an older
@@ -309,15 +323,7 @@ fn proc_stat(pid: u32, ticks: u64) -> String {
 /// the process of `qemu.slice/200.scope` (3600.12 s after boot). Container 102's processes
 /// have no entry: its start cannot be known.
 fn host_tree() -> tempfile::TempDir {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/proxmox-host");
-    let tree = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fixture.join("."))
-        .arg(tree.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "copy of the fixture");
+    let tree = fixture_copy("proxmox-host");
     let proc = tree.path().join("proc");
     let cgroup = tree.path().join("sys/fs/cgroup");
     let first_line = |path: &Path| -> u32 {
@@ -411,6 +417,63 @@ async fn otlp_start_times_are_boot_guest_start_or_first_observation() {
             start(resource_of(request, Some("102")), "container.cpu.time", user),
             times[0],
             "unknown start: the first observation, held"
+        );
+    }
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_start_times_in_a_container_are_the_containers_start() {
+    // SAFETY: sysconf has no preconditions.
+    assert_eq!(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }, 100);
+    const SECOND: u64 = 1_000_000_000;
+    // The container fixture's proc/stat says btime 1732185325 (the host's, as lxcfs passes it
+    // through); its init, PID 1 of its namespace, started 2500.5 s after that boot.
+    const STARTED: u64 = 1_732_185_325 * SECOND + 2500 * SECOND + 500_000_000;
+    let tree = fixture_copy("lxc-container");
+    let root = tree.path();
+    std::fs::write(root.join("proc/1/stat"), proc_stat(1, 250_050)).unwrap();
+    let mounts = std::fs::read_to_string(root.join("proc/self/mountinfo"))
+        .map(|text| metrics_exporter::parse::mountinfo::parse(&text).unwrap())
+        .unwrap();
+    let env = collectors::Environment {
+        platform: Platform::Lxc,
+        proc_path: root.join("proc"),
+        sys_path: root.join("sys"),
+        root_path: root.to_path_buf(),
+        cgroup_path: Some(root.join("sys/fs/cgroup")),
+        pve_path: root.join("etc/pve"),
+        mounts,
+    };
+    let built = ["cpu", "network"].map(|name| collectors::create(name, &env).unwrap());
+    let mut engine = Engine::new(
+        built.into_iter().collect(),
+        Arc::default(),
+        env.proc_path.clone(),
+        Platform::Lxc.as_str(),
+    );
+    let receiver = Receiver::start().await;
+    let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
+    let collection = engine.collect();
+    assert!(
+        collection.outcomes.iter().all(|o| o.success),
+        "{:?}",
+        collection.outcomes
+    );
+    let time = unix_nanos(collection.snapshot.timestamp);
+    exporter.publish.send_replace(Some(collection.snapshot));
+    eventually("export delivered", || receiver.received().len() == 1).await;
+    let request = receiver.received().remove(0).request;
+    let node = resource_of(&request, None);
+    for (name, key) in [
+        ("system.cpu.time", Some(("cpu.mode", "user"))),
+        ("system.network.io", Some(("network.interface.name", "eth0"))),
+    ] {
+        let (start, at, _) = point(metric(node, name), key);
+        assert_eq!(
+            (start, at),
+            (STARTED, time),
+            "{name}: the container's counters start with the container"
         );
     }
     exporter.shutdown().await;
