@@ -173,6 +173,12 @@ pub struct Engine {
     platform: &'static str,
     /// The node is an LXC container: its counters start with the container, not the boot.
     in_container: bool,
+    /// `btime` and the node's start, kept from their first successful read: neither changes
+    /// while the exporter runs, but the kernel prints `btime` as the wall clock minus the
+    /// uptime, truncated to seconds, so a clock slewed across a second boundary would make a
+    /// fresh read differ by a second and restart every node series in OTLP.
+    boot: Option<u64>,
+    node_start: Option<SystemTime>,
     ebpf_label: String,
     sequence: u64,
     errors_total: u64,
@@ -206,6 +212,8 @@ impl Engine {
             proc_self: proc_path.join("self"),
             proc_path,
             in_container: platform == crate::platform::Platform::Lxc.as_str(),
+            boot: None,
+            node_start: None,
             platform,
             ebpf_label: "no".into(),
             sequence: 0,
@@ -298,13 +306,19 @@ impl Engine {
             1.0,
         );
         out.push(&INSTANCE_INFO, [self.identity.instance.as_str()], 1.0);
-        let boot = starts::read_boot_seconds(&self.proc_path).ok();
+        if self.boot.is_none() {
+            self.boot = starts::read_boot_seconds(&self.proc_path).ok();
+        }
+        let boot = self.boot;
         let exporter_start = self.add_process_metrics(&mut out, boot);
         for source in &self.self_metrics {
             source.add(&mut out);
         }
-        let node_start = boot.and_then(|boot| starts::read_node_start(&self.proc_path, boot, self.in_container).ok());
-        starts::declare_node_starts(&mut out, node_start, exporter_start);
+        if self.node_start.is_none() {
+            self.node_start =
+                boot.and_then(|boot| starts::read_node_start(&self.proc_path, boot, self.in_container).ok());
+        }
+        starts::declare_node_starts(&mut out, self.node_start, exporter_start);
         let duration = started.elapsed();
         out.push(&COLLECTION_DURATION, [] as [&str; 0], duration.as_secs_f64());
         let snapshot = Arc::new(out.finish(Arc::clone(&self.identity), timestamp, self.sequence));
@@ -517,6 +531,19 @@ mod tests {
                 "guest: not the node's"
             );
             assert_eq!(since("process_start_time_seconds"), CountsSince::Unknown, "a gauge");
+        }
+        // Read once: a btime that moves by a second (a slewed clock) does not move the starts.
+        let dir = proc_tree();
+        let mut engine = Engine::new(vec![Box::new(Counters)], Arc::default(), dir.path().into(), "host");
+        let first = engine.collect().snapshot;
+        std::fs::write(dir.path().join("stat"), "cpu  1 2 3 4 5 6 7 8 9 10\nbtime 1700000001\n").unwrap();
+        let second = engine.collect().snapshot;
+        for name in ["node_test_seconds_total", "process_cpu_seconds_total"] {
+            assert_eq!(
+                second.family(name).unwrap().since,
+                first.family(name).unwrap().since,
+                "{name}"
+            );
         }
         // Without btime nothing is known, and nothing is made up.
         let dir = proc_tree();
