@@ -12,7 +12,6 @@
 //! rig starts it), on its own bridge, in cgroups whose vmids were free. `<dir>/state.json` is
 //! the ledger of what was made ([`crate::ledger`]); `<dir>/rig.json` describes the guests.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -610,11 +609,6 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.ledger.unwind();
     }
-}
-
-/// The address of a rig container on the bridge.
-pub fn address_of(description: &Description, role: Role) -> Ipv4Addr {
-    description.container(role).spec.address
 }
 
 #[cfg(test)]

@@ -143,12 +143,6 @@ pub fn shift_owners(dir: &Path, offset: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records `dir` for removal, creating it.
-pub fn own_dir(dir: &Path, ledger: &mut Ledger) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    ledger.record(Undo::RemoveTree(dir.to_path_buf()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
