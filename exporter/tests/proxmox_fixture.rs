@@ -836,14 +836,16 @@ fn a_subtree_is_walked_again_when_cgroup_stat_changes_shape() {
     let (snap, result) = collect_with(guests.as_mut());
     result.unwrap();
     assert_eq!(processes(&snap), before);
-    // The kernel counts the controller states that went away below system.slice (its three
-    // units lost theirs).
+    // The kernel counts the controller states that went away below system.slice (its units
+    // and slices lost their memory and pids states).
+    let below = std::fs::read_to_string(slice.join("cgroup.stat")).unwrap();
+    let below: u64 = below.lines().next().unwrap()["nr_descendants ".len()..].parse().unwrap();
     let stat = std::fs::read_to_string(cgroup.join("cgroup.stat")).unwrap();
     let changed: String = stat
         .lines()
         .map(|line| match line.split_once(' ') {
-            Some((key, value)) if key.starts_with("nr_subsys_") && key != "nr_subsys_cpu" => {
-                format!("{key} {}\n", value.parse::<u64>().unwrap() - 3)
+            Some((key @ ("nr_subsys_memory" | "nr_subsys_pids"), value)) => {
+                format!("{key} {}\n", value.parse::<u64>().unwrap() - below)
             }
             _ => format!("{line}\n"),
         })

@@ -2,13 +2,24 @@
 //! for tests and benchmarks of host mode at scale.
 //!
 //! Writes: `proc/self/mountinfo`, `proc/net/dev`, `proc/sys/kernel/hostname`,
-//! `sys/fs/cgroup/{lxc/<vmid>,qemu.slice/<vmid>.scope,lxc.monitor/<vmid>}/...` with the cgroup2
-//! interface files the `guests` collector reads, `sys/class/net/<dev>` symlinks into
-//! `sys/devices/virtual/net/<dev>/statistics`, and `etc/pve` (`nodes/<node>/{lxc,qemu-server}`
-//! with the relative `lxc`, `qemu-server`, `local` symlinks pmxcfs makes, `.members`,
-//! `.vmlist`, `.version`). Every tenth guest is a VM, the others containers with a cgroup
-//! namespace subtree (`ns/init.scope`, `ns/system.slice/<unit>`). Values are derived from the
-//! guest index and returned in [`SyntheticGuest`] so that tests can check what was collected.
+//! `sys/fs/cgroup/{lxc/<vmid>,qemu.slice/<vmid>.scope,lxc.monitor/<vmid>}/...`, `sys/class/net/<dev>`
+//! symlinks into `sys/devices/virtual/net/<dev>/statistics`, and `etc/pve`
+//! (`nodes/<node>/{lxc,qemu-server}` with the relative `lxc`, `qemu-server`, `local` symlinks
+//! pmxcfs makes, `.members`, `.vmlist`, `.version`).
+//!
+//! The guests look like real ones. Every tenth guest is a VM: a leaf scope holding one `qemu`
+//! process and its threads. The others are containers of a Debian template with systemd as
+//! init: under `lxc/<vmid>/ns` the cgroups systemd makes (`init.scope`, `system.slice` with
+//! journald, logind, networkd, resolved, dbus, cron, ssh, postfix in `system-postfix.slice`,
+//! `console-getty` and `container-getty@{1,2}` in `system-container\x2dgetty.slice`; every second
+//! container also a root login in `user.slice/user-0.slice/{session-1.scope,user@0.service/
+//! init.scope}`), each with the interface files a 6.8 kernel gives a cgroup with its controllers
+//! (core `cgroup.*`, `cpu.stat`, pressure; `memory.*` and `pids.*` where systemd enables them,
+//! `cpu.*`, `cpuset.*` and `io.*` on the guest cgroup and `ns`, which LXC gives every
+//! controller). `cgroup.stat` is printed as [`Spec::cgroup_stat`] says: as Linux 6.8 (Proxmox
+//! VE 8) or as 6.11+ (Proxmox VE 9, with `nr_subsys_*` counts consistent with the tree).
+//! Values are derived from the guest index and returned in [`SyntheticGuest`] so that tests can
+//! check what was collected.
 //!
 //! The layout follows the real one (fixtures/proxmox-host); the numbers are invented.
 
@@ -19,6 +30,34 @@ use std::path::{Path, PathBuf};
 use crate::collectors::Environment;
 use crate::parse::pve::GuestType;
 
+/// How the kernel prints `cgroup.stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupStatFormat {
+    /// Before Linux 6.11 (Proxmox VE 8 runs 6.8): `nr_descendants` and `nr_dying_descendants`.
+    Linux6_8,
+    /// Linux 6.11 and later (Proxmox VE 9): also `nr_subsys_<controller>` and
+    /// `nr_dying_subsys_<controller>` for every controller bound to cgroup2.
+    Linux6_11,
+}
+
+impl CgroupStatFormat {
+    /// `6.8` or `6.11`, as command lines spell it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "6.8" => Some(CgroupStatFormat::Linux6_8),
+            "6.11" => Some(CgroupStatFormat::Linux6_11),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupStatFormat::Linux6_8 => "6.8",
+            CgroupStatFormat::Linux6_11 => "6.11",
+        }
+    }
+}
+
 /// What a synthetic host contains.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -26,18 +65,19 @@ pub struct Spec {
     pub guests: usize,
     /// Additional configured but stopped containers (config, no cgroup).
     pub stopped: usize,
-    /// Unit cgroups below `ns/system.slice` of each container (each holds processes).
-    pub units_per_container: usize,
+    /// The format of every `cgroup.stat`.
+    pub cgroup_stat: CgroupStatFormat,
     /// The node name.
     pub node: String,
 }
 
 impl Spec {
+    /// `guests` running guests, no stopped ones, `cgroup.stat` as Linux 6.11+ prints it.
     pub fn new(guests: usize) -> Self {
         Spec {
             guests,
             stopped: 0,
-            units_per_container: 3,
+            cgroup_stat: CgroupStatFormat::Linux6_11,
             node: "pve1".to_owned(),
         }
     }
@@ -55,8 +95,12 @@ pub struct SyntheticGuest {
     pub file: u64,
     /// `None`: `memory.max` says `max`.
     pub memory_max: Option<u64>,
+    /// Distinct PIDs in the `cgroup.procs` files of the guest's subtree.
     pub processes: usize,
+    /// Tasks (threads) of the guest, its `pids.current`.
     pub pids_current: u64,
+    /// Cgroups of the guest: its own and every one below it.
+    pub cgroups: usize,
     /// Host-side `rx_bytes` of `veth<vmid>i0` / `tap<vmid>i0` (the guest's transmit).
     pub host_rx_bytes: u64,
     pub host_tx_bytes: u64,
@@ -119,16 +163,17 @@ fn pressure(some: u64, full: u64) -> String {
     )
 }
 
-fn memory_stat(anon: u64, file: u64, inactive_file: u64) -> String {
+/// `memory.stat` with `kernel` bytes of kernel memory (stacks, page tables, slab).
+fn memory_stat(anon: u64, file: u64, inactive_file: u64, kernel: u64) -> String {
     // The key set and order of a 6.8 kernel's memory.stat (mm/memcontrol.c memory_stats[]).
     let mut s = String::new();
     let active_file = file - inactive_file - file / 16;
     for (k, v) in [
         ("anon", anon),
         ("file", file),
-        ("kernel", 8 << 20),
-        ("kernel_stack", 1 << 20),
-        ("pagetables", 2 << 20),
+        ("kernel", kernel),
+        ("kernel_stack", kernel / 8),
+        ("pagetables", kernel / 4),
         ("sec_pagetables", 0),
         ("percpu", 65536),
         ("sock", 0),
@@ -148,9 +193,9 @@ fn memory_stat(anon: u64, file: u64, inactive_file: u64) -> String {
         ("inactive_file", inactive_file),
         ("active_file", active_file),
         ("unevictable", 0),
-        ("slab_reclaimable", 4 << 20),
-        ("slab_unreclaimable", 2 << 20),
-        ("slab", 6 << 20),
+        ("slab_reclaimable", kernel / 2),
+        ("slab_unreclaimable", kernel / 4),
+        ("slab", kernel / 2 + kernel / 4),
         ("workingset_refault_anon", 0),
         ("workingset_refault_file", 12),
         ("workingset_activate_anon", 0),
@@ -214,84 +259,407 @@ fn sys_net(root: &Path, name: &str, rx_bytes: u64, rx_packets: u64, tx_bytes: u6
     Ok(())
 }
 
-/// Writes the cgroup files of one guest cgroup directory.
-fn cgroup_files(dir: &Path, g: &SyntheticGuest, i: u64, descendants: usize) -> io::Result<()> {
-    let user = g.usage_usec * 2 / 3;
+/// Controllers bound to cgroup2, in the kernel's order (`include/linux/cgroup_subsys.h`, those
+/// with interface files on cgroup2): the `nr_subsys_*` lines of a 6.11+ `cgroup.stat`.
+const CGROUP2_CONTROLLERS: [&str; 9] = [
+    "cpuset",
+    "cpu",
+    "io",
+    "memory",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// What LXC enables below `lxc/` and for a container's `ns` on a Proxmox host (the controllers
+/// systemd enables at the host's root).
+const LXC_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "pids"];
+/// Virtual CPUs of every synthetic VM.
+const VM_CORES: u32 = 2;
+/// What Proxmox's `qemu.slice` gives its scopes.
+const QEMU_CONTROLLERS: &[&str] = &["cpuset", "cpu", "memory", "pids"];
+/// What systemd (252, Debian 12) enables below its slices with its default accounting
+/// (memory and tasks; CPU accounting needs no controller on cgroup2, IO accounting is off).
+const SYSTEMD_CONTROLLERS: &[&str] = &["memory", "pids"];
+
+/// One cgroup of a guest.
+#[derive(Debug)]
+struct Cgroup {
+    /// Relative to the guest cgroup; empty for the guest cgroup itself.
+    path: String,
+    /// Controllers enabled for it (its parent's `cgroup.subtree_control`); perf_event is
+    /// implicitly enabled everywhere and not listed.
+    controllers: &'static [&'static str],
+    /// Its `cgroup.subtree_control`.
+    subtree_control: &'static [&'static str],
+    /// PIDs of its processes (single-threaded: also their TIDs).
+    procs: Vec<u32>,
+    /// TIDs of threads besides the processes' main threads.
+    threads: Vec<u32>,
+}
+
+impl Cgroup {
+    fn has(&self, controller: &str) -> bool {
+        controller == "perf_event" || self.controllers.contains(&controller)
+    }
+
+    fn is_below(&self, other: &Cgroup) -> bool {
+        other.path.is_empty() && !self.path.is_empty()
+            || self
+                .path
+                .strip_prefix(other.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// The cgroups a Debian container with systemd as init has, with its processes numbered from
+/// `pid`: systemd in `init.scope`, the services of a Proxmox Debian 12 template in
+/// `system.slice` (postfix's master, qmgr and pickup in its instance), and, when `logged_in`,
+/// a root session (sshd's session process and a shell) and root's user manager (`systemd
+/// --user` and `(sd-pam)`).
+fn container_cgroups(mut pid: u32, logged_in: bool) -> Vec<Cgroup> {
+    let mut next = |n: usize| -> Vec<u32> {
+        let procs = (pid..pid + n as u32).collect();
+        pid += n as u32;
+        procs
+    };
+    let inner = |path: &str, controllers| Cgroup {
+        path: path.to_owned(),
+        controllers,
+        subtree_control: SYSTEMD_CONTROLLERS,
+        procs: Vec::new(),
+        threads: Vec::new(),
+    };
+    let mut cgroups = vec![
+        Cgroup {
+            path: String::new(),
+            controllers: LXC_CONTROLLERS,
+            subtree_control: LXC_CONTROLLERS,
+            procs: Vec::new(),
+            threads: Vec::new(),
+        },
+        inner("ns", LXC_CONTROLLERS),
+        inner("ns/system.slice", SYSTEMD_CONTROLLERS),
+        inner("ns/system.slice/system-postfix.slice", SYSTEMD_CONTROLLERS),
+        inner("ns/system.slice/system-container\\x2dgetty.slice", SYSTEMD_CONTROLLERS),
+    ];
+    let mut leaf = |path: &str, processes: usize| Cgroup {
+        path: path.to_owned(),
+        controllers: SYSTEMD_CONTROLLERS,
+        subtree_control: &[],
+        procs: next(processes),
+        threads: Vec::new(),
+    };
+    let mut leaves = vec![leaf("ns/init.scope", 1)];
+    for (unit, processes) in [
+        ("systemd-journald.service", 1),
+        ("systemd-logind.service", 1),
+        ("systemd-networkd.service", 1),
+        ("systemd-resolved.service", 1),
+        ("dbus.service", 1),
+        ("cron.service", 1),
+        ("ssh.service", 1),
+        ("system-postfix.slice/postfix@-.service", 3),
+        ("console-getty.service", 1),
+        ("system-container\\x2dgetty.slice/container-getty@1.service", 1),
+        ("system-container\\x2dgetty.slice/container-getty@2.service", 1),
+    ] {
+        leaves.push(leaf(&format!("ns/system.slice/{unit}"), processes));
+    }
+    if logged_in {
+        leaves.push(leaf("ns/user.slice/user-0.slice/session-1.scope", 2));
+        leaves.push(leaf("ns/user.slice/user-0.slice/user@0.service/init.scope", 2));
+        cgroups.push(inner("ns/user.slice", SYSTEMD_CONTROLLERS));
+        cgroups.push(inner("ns/user.slice/user-0.slice", SYSTEMD_CONTROLLERS));
+        cgroups.push(inner("ns/user.slice/user-0.slice/user@0.service", SYSTEMD_CONTROLLERS));
+    }
+    cgroups.extend(leaves);
+    cgroups
+}
+
+/// A VM's scope: the `qemu` process, its main loop, RCU and I/O threads and one thread per
+/// virtual CPU, numbered from `pid`.
+fn vm_cgroups(pid: u32, vcpus: u32) -> Vec<Cgroup> {
+    vec![Cgroup {
+        path: String::new(),
+        controllers: QEMU_CONTROLLERS,
+        subtree_control: &[],
+        procs: vec![pid],
+        threads: (pid + 1..pid + 3 + vcpus).collect(),
+    }]
+}
+
+/// The values one cgroup's files show.
+#[derive(Debug, Clone)]
+struct Values {
+    usage_usec: u64,
+    /// `nr_periods`, `nr_throttled`, `throttled_usec` (with the cpu controller).
+    throttling: (u64, u64, u64),
+    cpu_max: &'static str,
+    /// `some` and `full` totals of cpu, memory and io pressure.
+    pressure: [(u64, u64); 3],
+    memory_current: u64,
+    file: u64,
+    inactive_file: u64,
+    /// Kernel memory (stacks, page tables, slab) in `memory.stat`.
+    kernel: u64,
+    memory_max: Option<u64>,
+    memory_high: Option<u64>,
+    swap_current: u64,
+    swap_max: Option<u64>,
+    /// memory.events `high` and `oom_kill`.
+    events: (u64, u64),
+    tasks: u64,
+    io_stat: String,
+}
+
+fn limit(value: Option<u64>) -> String {
+    value.map_or("max\n".to_owned(), |v| format!("{v}\n"))
+}
+
+/// `cgroup.stat` of `cgroup` among `all` (the guest's cgroups), in `format`.
+fn cgroup_stat(cgroup: &Cgroup, all: &[Cgroup], format: CgroupStatFormat) -> String {
+    let below: Vec<&Cgroup> = all.iter().filter(|c| c.is_below(cgroup)).collect();
+    let mut s = format!("nr_descendants {}\n", below.len());
+    if format == CgroupStatFormat::Linux6_11 {
+        // A controller's count is its live states at and below the cgroup, 0 when the cgroup
+        // has none (kernel/cgroup/cgroup.c, cgroup_stat_show).
+        for controller in CGROUP2_CONTROLLERS {
+            let states = if cgroup.has(controller) {
+                1 + below.iter().filter(|c| c.has(controller)).count()
+            } else {
+                0
+            };
+            let _ = writeln!(s, "nr_subsys_{controller} {states}");
+        }
+    }
+    s.push_str("nr_dying_descendants 0\n");
+    if format == CgroupStatFormat::Linux6_11 {
+        for controller in CGROUP2_CONTROLLERS {
+            let _ = writeln!(s, "nr_dying_subsys_{controller} 0");
+        }
+    }
+    s
+}
+
+/// Writes every interface file of `cgroup` (one of the guest's `all`) under `guest_dir`: the
+/// core files, and those of its controllers.
+fn cgroup_files(
+    guest_dir: &Path,
+    cgroup: &Cgroup,
+    all: &[Cgroup],
+    v: &Values,
+    format: CgroupStatFormat,
+) -> io::Result<()> {
+    let dir = guest_dir.join(&cgroup.path);
+    let pids: Vec<u32> = all
+        .iter()
+        .filter(|c| std::ptr::eq(*c, cgroup) || c.is_below(cgroup))
+        .flat_map(|c| c.procs.iter())
+        .copied()
+        .collect();
+    let list = |ids: &mut dyn Iterator<Item = &u32>| ids.map(|p| format!("{p}\n")).collect::<String>();
     write(
-        &dir.join("cpu.stat"),
-        format!(
-            "usage_usec {}\nuser_usec {}\nsystem_usec {}\ncore_sched.force_idle_usec 0\nnr_periods {}\nnr_throttled {}\nthrottled_usec {}\nnr_bursts 0\nburst_usec 0\n",
-            g.usage_usec,
-            user,
-            g.usage_usec - user,
-            i * 100,
-            i % 7,
-            (i % 7) * 1000
-        ),
+        &dir.join("cgroup.controllers"),
+        format!("{}\n", cgroup.controllers.join(" ")),
     )?;
     write(
-        &dir.join("cpu.max"),
-        if i.is_multiple_of(2) {
-            "200000 100000\n".to_owned()
+        &dir.join("cgroup.subtree_control"),
+        if cgroup.subtree_control.is_empty() {
+            String::new()
         } else {
-            "max 100000\n".to_owned()
+            format!("{}\n", cgroup.subtree_control.join(" "))
         },
     )?;
-    write(&dir.join("cpu.pressure"), pressure(1000 + i, 500 + i))?;
-    write(&dir.join("memory.pressure"), pressure(2000 + i, 900 + i))?;
-    write(&dir.join("io.pressure"), pressure(3000 + i, 1500 + i))?;
-    write(&dir.join("memory.current"), format!("{}\n", g.memory_current))?;
     write(
-        &dir.join("memory.stat"),
-        memory_stat(g.memory_current - g.file - (16 << 20), g.file, g.inactive_file),
+        &dir.join("cgroup.events"),
+        format!("populated {}\nfrozen 0\n", u8::from(!pids.is_empty())),
     )?;
+    write(&dir.join("cgroup.freeze"), "0\n")?;
+    // Write-only: reading it fails on a real cgroup.
+    write(&dir.join("cgroup.kill"), "")?;
+    write(&dir.join("cgroup.max.depth"), "max\n")?;
+    write(&dir.join("cgroup.max.descendants"), "max\n")?;
+    write(&dir.join("cgroup.pressure"), "1\n")?;
+    write(&dir.join("cgroup.type"), "domain\n")?;
+    write(&dir.join("cgroup.procs"), list(&mut cgroup.procs.iter()))?;
     write(
-        &dir.join("memory.max"),
-        g.memory_max.map_or("max\n".to_owned(), |v| format!("{v}\n")),
+        &dir.join("cgroup.threads"),
+        list(&mut cgroup.procs.iter().chain(&cgroup.threads)),
     )?;
-    write(
-        &dir.join("memory.high"),
-        g.memory_max
-            .map_or("max\n".to_owned(), |v| format!("{}\n", v / 1024 * 1016)),
-    )?;
-    write(&dir.join("memory.swap.current"), format!("{}\n", (i % 5) << 20))?;
-    write(&dir.join("memory.swap.max"), "536870912\n")?;
-    write(
-        &dir.join("memory.events"),
-        format!(
+    write(&dir.join("cgroup.stat"), cgroup_stat(cgroup, all, format))?;
+
+    let user = v.usage_usec * 2 / 3;
+    let mut cpu_stat = format!(
+        "usage_usec {}\nuser_usec {user}\nsystem_usec {}\ncore_sched.force_idle_usec 0\n",
+        v.usage_usec,
+        v.usage_usec - user
+    );
+    if cgroup.has("cpu") {
+        let (periods, throttled, throttled_usec) = v.throttling;
+        let _ = write!(
+            cpu_stat,
+            "nr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {throttled_usec}\nnr_bursts 0\nburst_usec 0\n"
+        );
+    }
+    write(&dir.join("cpu.stat"), cpu_stat)?;
+    write(&dir.join("cpu.stat.local"), "throttled_usec 0\n")?;
+    for (name, (some, full)) in ["cpu.pressure", "memory.pressure", "io.pressure"]
+        .into_iter()
+        .zip(v.pressure)
+    {
+        write(&dir.join(name), pressure(some, full))?;
+    }
+    if cgroup.has("cpu") {
+        for (name, content) in [
+            ("cpu.idle", "0\n"),
+            ("cpu.max", v.cpu_max),
+            ("cpu.max.burst", "0\n"),
+            ("cpu.uclamp.max", "max\n"),
+            ("cpu.uclamp.min", "0.00\n"),
+            ("cpu.weight", "100\n"),
+            ("cpu.weight.nice", "0\n"),
+        ] {
+            write(&dir.join(name), content)?;
+        }
+    }
+    if cgroup.has("cpuset") {
+        for (name, content) in [
+            ("cpuset.cpus", "\n"),
+            ("cpuset.cpus.effective", "0-15\n"),
+            ("cpuset.cpus.exclusive", "\n"),
+            ("cpuset.cpus.exclusive.effective", "\n"),
+            ("cpuset.cpus.partition", "member\n"),
+            ("cpuset.mems", "\n"),
+            ("cpuset.mems.effective", "0\n"),
+        ] {
+            write(&dir.join(name), content)?;
+        }
+    }
+    if cgroup.has("io") {
+        write(&dir.join("io.max"), "")?;
+        write(&dir.join("io.prio.class"), "no-change\n")?;
+        write(&dir.join("io.stat"), &v.io_stat)?;
+        write(&dir.join("io.weight"), "default 100\n")?;
+    }
+    if cgroup.has("memory") {
+        let events = format!(
             "low 0\nhigh {}\nmax 0\noom 0\noom_kill {}\noom_group_kill 0\n",
-            i % 3,
-            i % 2
-        ),
-    )?;
-    write(&dir.join("pids.current"), format!("{}\n", g.pids_current))?;
-    write(&dir.join("pids.max"), "max\n")?;
-    write(
-        &dir.join("cgroup.stat"),
-        // As a 6.11+ kernel prints it: every cgroup of the guest has the four controllers.
-        {
-            let states = descendants + 1;
-            format!(
-                "nr_descendants {descendants}\nnr_subsys_cpu {states}\nnr_subsys_io {states}\nnr_subsys_memory {states}\nnr_subsys_pids {states}\nnr_dying_descendants 0\n"
-            )
+            v.events.0, v.events.1
+        );
+        let anon = v.memory_current.saturating_sub(v.file + 2 * v.kernel);
+        for (name, content) in [
+            ("memory.current", format!("{}\n", v.memory_current)),
+            ("memory.stat", memory_stat(anon, v.file, v.inactive_file, v.kernel)),
+            ("memory.numa_stat", format!("anon N0={anon}\nfile N0={}\n", v.file)),
+            ("memory.max", limit(v.memory_max)),
+            ("memory.high", limit(v.memory_high)),
+            ("memory.low", "0\n".to_owned()),
+            ("memory.min", "0\n".to_owned()),
+            ("memory.peak", format!("{}\n", v.memory_current + v.memory_current / 4)),
+            ("memory.events", events.clone()),
+            ("memory.events.local", events),
+            ("memory.oom.group", "0\n".to_owned()),
+            ("memory.reclaim", String::new()),
+            ("memory.swap.current", format!("{}\n", v.swap_current)),
+            ("memory.swap.max", limit(v.swap_max)),
+            ("memory.swap.high", "max\n".to_owned()),
+            ("memory.swap.peak", format!("{}\n", v.swap_current)),
+            ("memory.swap.events", "high 0\nmax 0\nfail 0\n".to_owned()),
+            ("memory.zswap.current", "0\n".to_owned()),
+            ("memory.zswap.max", "max\n".to_owned()),
+            ("memory.zswap.writeback", "1\n".to_owned()),
+        ] {
+            write(&dir.join(name), content)?;
+        }
+    }
+    if cgroup.has("pids") {
+        write(&dir.join("pids.current"), format!("{}\n", v.tasks))?;
+        write(&dir.join("pids.events"), "max 0\n")?;
+        write(&dir.join("pids.max"), "max\n")?;
+        write(&dir.join("pids.peak"), format!("{}\n", v.tasks + 3))?;
+    }
+    Ok(())
+}
+
+/// Writes the cgroups of one guest under `dir`: the guest cgroup shows `g`'s values, every
+/// cgroup below it a share of them.
+fn guest_cgroups(
+    dir: &Path,
+    g: &SyntheticGuest,
+    i: u64,
+    cgroups: &[Cgroup],
+    format: CgroupStatFormat,
+) -> io::Result<()> {
+    let io_stat = format!(
+        "253:{} rbytes={} wbytes={} rios={} wios={} dbytes=0 dios=0\n8:0 rbytes={} wbytes={} rios={} wios={} dbytes=0 dios=0\n",
+        i % 200,
+        i << 20,
+        i << 19,
+        i * 10,
+        i * 5,
+        i << 21,
+        i << 20,
+        i * 20,
+        i * 10
+    );
+    let guest = Values {
+        usage_usec: g.usage_usec,
+        throttling: (i * 100, i % 7, (i % 7) * 1000),
+        cpu_max: if i.is_multiple_of(2) {
+            "200000 100000\n"
+        } else {
+            "max 100000\n"
         },
-    )?;
-    if g.kind == GuestType::Lxc {
-        write(
-            &dir.join("io.stat"),
-            format!(
-                "253:{} rbytes={} wbytes={} rios={} wios={} dbytes=0 dios=0\n8:0 rbytes={} wbytes={} rios={} wios={} dbytes=0 dios=0\n",
-                i % 200,
-                i << 20,
-                i << 19,
-                i * 10,
-                i * 5,
-                i << 21,
-                i << 20,
-                i * 20,
-                i * 10
-            ),
-        )?;
+        pressure: [(1000 + i, 500 + i), (2000 + i, 900 + i), (3000 + i, 1500 + i)],
+        memory_current: g.memory_current,
+        file: g.file,
+        inactive_file: g.inactive_file,
+        kernel: 8 << 20,
+        memory_max: g.memory_max,
+        memory_high: g.memory_max.map(|v| v / 1024 * 1016),
+        swap_current: (i % 5) << 20,
+        swap_max: Some(512 << 20),
+        events: (i % 3, i % 2),
+        tasks: g.pids_current,
+        io_stat,
+    };
+    let leaves = cgroups.iter().filter(|c| !c.procs.is_empty()).count().max(1) as u64;
+    for cgroup in cgroups {
+        let values = if cgroup.path.is_empty() {
+            guest.clone()
+        } else {
+            // Hierarchical counters: the leaves below (or the cgroup itself) times a leaf's
+            // share of the guest's.
+            let share = cgroups
+                .iter()
+                .filter(|c| !c.procs.is_empty() && (std::ptr::eq(*c, cgroup) || c.is_below(cgroup)))
+                .count() as u64;
+            let part = |v: u64| v / leaves * share;
+            Values {
+                usage_usec: part(guest.usage_usec),
+                cpu_max: "max 100000\n",
+                pressure: guest.pressure.map(|(s, f)| (part(s), part(f))),
+                memory_current: part(guest.memory_current - (16 << 20)),
+                file: part(guest.file),
+                inactive_file: part(guest.inactive_file),
+                kernel: part(4 << 20),
+                memory_max: None,
+                memory_high: None,
+                swap_current: part(guest.swap_current),
+                swap_max: None,
+                events: (0, 0),
+                tasks: cgroups
+                    .iter()
+                    .filter(|c| std::ptr::eq(*c, cgroup) || c.is_below(cgroup))
+                    .map(|c| (c.procs.len() + c.threads.len()) as u64)
+                    .sum(),
+                ..guest.clone()
+            }
+        };
+        cgroup_files(dir, cgroup, cgroups, &values, format)?;
     }
     Ok(())
 }
@@ -325,7 +693,15 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
         "cpuset cpu io memory hugetlb pids rdma misc\n",
     )?;
     write(&cg.join("lxc/cgroup.controllers"), "cpuset cpu io memory pids\n")?;
-    write(&cg.join("qemu.slice/cgroup.controllers"), "cpuset cpu memory pids\n")?;
+    write(
+        &cg.join("lxc/cgroup.subtree_control"),
+        format!("{}\n", LXC_CONTROLLERS.join(" ")),
+    )?;
+    write(&cg.join("qemu.slice/cgroup.controllers"), "cpuset cpu io memory pids\n")?;
+    write(
+        &cg.join("qemu.slice/cgroup.subtree_control"),
+        format!("{}\n", QEMU_CONTROLLERS.join(" ")),
+    )?;
 
     let mut netdev = String::from(
         "Inter-|   Receive                                                |  Transmit\n \
@@ -353,6 +729,11 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
         };
         let memory_current = (256 << 20) + (i << 20);
         let file = (64 << 20) + (i << 16);
+        let pid_base = 10_000 + index as u32 * 100;
+        let cgroups = match kind {
+            GuestType::Lxc => container_cgroups(pid_base, index.is_multiple_of(2)),
+            GuestType::Qemu => vm_cgroups(pid_base, VM_CORES),
+        };
         let g = SyntheticGuest {
             vmid,
             kind,
@@ -362,45 +743,29 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
             inactive_file: file / 2,
             file,
             memory_max: (kind == GuestType::Lxc && !index.is_multiple_of(3)).then_some(2 << 30),
-            processes: match kind {
-                GuestType::Lxc => 1 + spec.units_per_container * 2,
-                GuestType::Qemu => 1,
-            },
-            pids_current: 10 + i % 20,
+            processes: cgroups.iter().map(|c| c.procs.len()).sum(),
+            pids_current: cgroups.iter().map(|c| (c.procs.len() + c.threads.len()) as u64).sum(),
+            cgroups: cgroups.len(),
             host_rx_bytes: 1_000_000 + i * 1000,
             host_tx_bytes: 2_000_000 + i * 1000,
         };
-        let pid_base = 10_000 + index as u32 * 100;
         match kind {
             GuestType::Lxc => {
-                let dir = cg.join(format!("lxc/{vmid}"));
-                let units = spec.units_per_container;
-                // ns, ns/init.scope, ns/system.slice and one cgroup per unit.
-                cgroup_files(&dir, &g, i, 3 + units)?;
-                // Controllers enabled below the guest, its ns and system.slice, as on a real
-                // host: these inner cgroups cannot hold processes.
-                for inner in ["", "ns", "ns/system.slice"] {
-                    write(&dir.join(inner).join("cgroup.subtree_control"), "cpu io memory pids\n")?;
-                }
-                write(&dir.join("cgroup.procs"), "")?;
-                write(&dir.join("ns/cgroup.procs"), "")?;
-                write(&dir.join("ns/init.scope/cgroup.procs"), format!("{pid_base}\n"))?;
-                write(&dir.join("ns/system.slice/cgroup.procs"), "")?;
-                for u in 0..units {
-                    let a = pid_base + 1 + 2 * u as u32;
-                    write(
-                        &dir.join(format!("ns/system.slice/unit{u}.service/cgroup.procs")),
-                        format!("{a}\n{}\n", a + 1),
-                    )?;
-                }
+                guest_cgroups(&cg.join(format!("lxc/{vmid}")), &g, i, &cgroups, spec.cgroup_stat)?;
                 // The monitor is not the guest: it must never be read as one.
+                let monitor = cg.join(format!("lxc.monitor/{vmid}"));
+                write(&monitor.join("cgroup.procs"), format!("{}\n", pid_base + 99))?;
+                write(&monitor.join("cpu.stat"), "usage_usec 5\nuser_usec 3\nsystem_usec 2\n")?;
+                let monitor_cgroup = Cgroup {
+                    path: String::new(),
+                    controllers: LXC_CONTROLLERS,
+                    subtree_control: &[],
+                    procs: vec![pid_base + 99],
+                    threads: Vec::new(),
+                };
                 write(
-                    &cg.join(format!("lxc.monitor/{vmid}/cgroup.procs")),
-                    format!("{}\n", pid_base + 99),
-                )?;
-                write(
-                    &cg.join(format!("lxc.monitor/{vmid}/cpu.stat")),
-                    "usage_usec 5\nuser_usec 3\nsystem_usec 2\n",
+                    &monitor.join("cgroup.stat"),
+                    cgroup_stat(&monitor_cgroup, &[], spec.cgroup_stat),
                 )?;
                 write(
                     &node_dir.join(format!("lxc/{vmid}.conf")),
@@ -416,12 +781,11 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
             }
             GuestType::Qemu => {
                 let dir = cg.join(format!("qemu.slice/{vmid}.scope"));
-                cgroup_files(&dir, &g, i, 0)?;
-                write(&dir.join("cgroup.procs"), format!("{pid_base}\n"))?;
+                guest_cgroups(&dir, &g, i, &cgroups, spec.cgroup_stat)?;
                 write(
                     &node_dir.join(format!("qemu-server/{vmid}.conf")),
                     format!(
-                        "cores: 2\nmemory: 4096\nname: {name}\nnet0: virtio=BC:24:11:01:{:02X}:{:02X},bridge=vmbr0\nsockets: 1\ntags: synthetic;vm\n",
+                        "cores: {VM_CORES}\nmemory: 4096\nname: {name}\nnet0: virtio=BC:24:11:01:{:02X}:{:02X},bridge=vmbr0\nsockets: 1\ntags: synthetic;vm\n",
                         (vmid >> 8) & 0xff,
                         vmid & 0xff
                     ),
