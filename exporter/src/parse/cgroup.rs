@@ -150,6 +150,20 @@ pub fn parse_subtree_shape(text: &str) -> Result<SubtreeShape, ParseError> {
     })
 }
 
+/// Whether a `cgroup.subtree_control` enables a domain controller, i.e. one that is not
+/// threaded (memory, io, hugetlb, rdma, misc). A non-root cgroup that does cannot hold
+/// processes: the kernel refuses to migrate one into it and to enable such a controller while
+/// it has some (kernel/cgroup/cgroup.c `cgroup_migrate_vet_dst`,
+/// `cgroup_vet_subtree_control_enable`). Threaded controllers alone (cpu, cpuset, pids,
+/// perf_event) do not keep processes out: such a cgroup may be a thread root and hold
+/// processes besides its children.
+pub fn enables_domain_controller(subtree_control: &str) -> bool {
+    const THREADED: [&str; 4] = ["cpu", "cpuset", "perf_event", "pids"];
+    subtree_control
+        .split_ascii_whitespace()
+        .any(|controller| !THREADED.contains(&controller))
+}
+
 /// `cpu.stat`. The first three keys are always printed (the core `cpu.stat`); the others only
 /// when the cpu controller is enabled for the cgroup, hence `Option`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,6 +599,19 @@ mod tests {
         );
         assert!(parse_subtree_shape("nr_dying_descendants 1\n").is_err());
         assert!(parse_subtree_shape("nr_descendants 3\nnr_subsys_cpu\n").is_err());
+    }
+
+    #[test]
+    fn domain_controllers_in_subtree_control() {
+        // systemd's slices, LXC's guest cgroup.
+        assert!(enables_domain_controller("memory pids\n"));
+        assert!(enables_domain_controller("cpuset cpu io memory pids\n"));
+        assert!(enables_domain_controller("hugetlb\n"));
+        // Threaded controllers only, or none: processes may be there.
+        assert!(!enables_domain_controller("cpu pids\n"));
+        assert!(!enables_domain_controller("cpuset cpu pids\n"));
+        assert!(!enables_domain_controller(""));
+        assert!(!enables_domain_controller("\n"));
     }
 
     #[test]

@@ -174,9 +174,6 @@ struct Guest {
     /// The subtree's shape by `cgroup.stat` at the last walk; `None` when cgroup.stat is not
     /// there (walk always).
     walked_shape: Option<cgroup::SubtreeShape>,
-    /// Collections until the subtree is walked again even if nothing says it changed (only
-    /// on kernels whose cgroup.stat does not count controllers).
-    walk_due: u32,
     /// Limit series of the last limit read, repeated until the next one.
     limits: Vec<(Id, f64)>,
     /// Collections until the limit files are read again; `None` before the first read.
@@ -194,11 +191,8 @@ struct Guest {
 /// cgroupfs directly). Each skipped read saves five preads per guest.
 const LIMITS_EVERY: u32 = 8;
 
-/// On kernels before 6.11, whose `cgroup.stat` does not count controller states, the subtree
-/// of a guest is walked again at least every this many collections: a safety net for the one
-/// change `nr_descendants` and vanished cgroups do not reveal (an inner cgroup whose
-/// controllers were disabled, which can hold processes now). Newer kernels show that change
-/// in `nr_subsys_*`, and their subtrees are walked only when the shape changes.
+/// A summed v1 subtree ([`SubtreeSum`]) is listed again at least every this many collections:
+/// a v1 hierarchy can change without the guest's cgroup2 subtree changing shape.
 const WALK_EVERY: u32 = 16;
 
 impl Guest {
@@ -294,7 +288,6 @@ impl Guest {
             cgroup_stat: f("cgroup.stat"),
             procs: Vec::new(),
             walked_shape: None,
-            walk_due: 0,
             limits: Vec::new(),
             limits_due: None,
             config_stamp: None,
@@ -386,7 +379,6 @@ impl Guest {
         }
         self.procs.clear();
         self.walked_shape = None;
-        self.walk_due = 0;
         self.limits.clear();
         self.limits_due = None;
         self.start.forget();
@@ -1093,8 +1085,9 @@ impl GuestsCollector {
 }
 
 /// Descriptors a guest keeps open, about: some twenty files of its cgroup and a `cgroup.procs`
-/// per leaf cgroup of a container with a handful of services.
-const DESCRIPTORS_PER_GUEST: usize = 24;
+/// per cgroup of a container with systemd inside (sixteen to twenty-two: init.scope, a dozen
+/// services, the slices, a login session).
+const DESCRIPTORS_PER_GUEST: usize = 40;
 
 /// New guests from which [`open_ahead`] uses more than one thread.
 const OPEN_AHEAD_PARALLEL_MIN: usize = 64;
@@ -1502,14 +1495,16 @@ fn read_guest(
     Ok(())
 }
 
-/// Every cgroup directory at and below `dir` that can hold processes. cgroup2's "no internal
-/// process" rule keeps processes out of a (non-root) cgroup with controllers enabled in
-/// `cgroup.subtree_control` (cgroup-v2.rst): such cgroups (`lxc/<vmid>`, `ns`,
-/// `ns/system.slice`) are left out, which saves a read per collection for each. Only cgroups
-/// with children are asked (a leaf is kept either way: with controllers enabled it holds no
+/// Every cgroup directory at and below `dir`, or with `skip_inner` every one that can hold
+/// processes. cgroup2's "no internal process" rule keeps processes out of a (non-root) cgroup
+/// with a domain controller (memory, io, ...) enabled in `cgroup.subtree_control`
+/// (cgroup-v2.rst; [`cgroup::enables_domain_controller`]): skipping such cgroups (`lxc/<vmid>`,
+/// `ns`, `ns/system.slice`) saves a read per collection for each, but only where a change of
+/// their controllers is seen before the next count ([`walk_shape`]). Only cgroups with
+/// children are asked (a leaf is kept either way: with controllers enabled it holds no
 /// process, and reading its empty `cgroup.procs` is cheaper than an open of
 /// `cgroup.subtree_control` on every walk).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
+fn walk(dir: &Path, skip_inner: bool, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CollectError::io(dir, e))?;
     let mut children = Vec::new();
     for entry in entries {
@@ -1523,13 +1518,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
             children.push(entry.path());
         }
     }
-    let inner = !children.is_empty()
-        && std::fs::read_to_string(dir.join("cgroup.subtree_control")).is_ok_and(|c| !c.trim().is_empty());
+    let inner = skip_inner
+        && !children.is_empty()
+        && std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+            .is_ok_and(|c| cgroup::enables_domain_controller(&c));
     if !inner {
         out.push(dir.to_path_buf());
     }
     for child in children {
-        match walk(&child, out) {
+        match walk(&child, skip_inner, out) {
             Ok(()) => {}
             // A child removed during the walk is simply not there.
             Err(e) if e.is_vanished() => {}
@@ -1539,12 +1536,25 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
     Ok(())
 }
 
+/// Whether cgroups that cannot hold processes may be left out of a walk of a subtree of this
+/// shape: only when a change of their controllers changes the shape, i.e. when `cgroup.stat`
+/// counts controller states (6.11+), or when there is no `cgroup.stat` and the subtree is
+/// walked on every collection anyway. Before 6.11 `cgroup.stat` shows only `nr_descendants`:
+/// an inner cgroup whose controllers are disabled can take processes without any count
+/// changing, so every cgroup's `cgroup.procs` is read, the inner ones' empty. That costs a
+/// pread per inner cgroup and collection, and replaces a periodic walk (which left such
+/// processes uncounted until it came, and cost a directory listing per cgroup).
+fn walk_shape(shape: Option<cgroup::SubtreeShape>) -> bool {
+    shape.is_none_or(|s| s.counts_controllers)
+}
+
 /// Lists the guest's subtree again and keeps a `cgroup.procs` per cgroup that can hold
-/// processes. Descriptors of cgroups found again are kept (reopening them costs more than the
-/// walk); only open ones are, so a cgroup replaced under the same name is reopened.
+/// processes ([`walk_shape`]). Descriptors of cgroups found again are kept (reopening them
+/// costs more than the walk); only open ones are, so a cgroup replaced under the same name is
+/// reopened.
 fn rewalk(guest: &mut Guest, shape: Option<cgroup::SubtreeShape>, budget: &FdBudget) -> Result<(), CollectError> {
     let mut dirs = Vec::new();
-    walk(&guest.dir, &mut dirs)?;
+    walk(&guest.dir, walk_shape(shape), &mut dirs)?;
     let mut previous = std::mem::take(&mut guest.procs);
     guest.procs = dirs
         .into_iter()
@@ -1554,14 +1564,12 @@ fn rewalk(guest: &mut Guest, shape: Option<cgroup::SubtreeShape>, budget: &FdBud
         })
         .collect();
     guest.walked_shape = shape;
-    guest.walk_due = WALK_EVERY;
     Ok(())
 }
 
 /// Distinct PIDs in `cgroup.procs` of the guest's subtree. Walks the subtree again when the
-/// shape `cgroup.stat` describes changed (descendants, controller states), when a kept cgroup
-/// vanished, when there is no cgroup.stat to tell, and every [`WALK_EVERY`] collections where
-/// the kernel does not count controller states.
+/// shape `cgroup.stat` describes changed (descendants, and on 6.11+ controller states), when a
+/// kept cgroup vanished, and when there is no cgroup.stat to tell.
 fn count_processes(
     guest: &mut Guest,
     buf: &mut Vec<u8>,
@@ -1577,9 +1585,7 @@ fn count_processes(
         &mut absent,
         cgroup::parse_subtree_shape,
     )?;
-    let periodic = shape.is_none_or(|s| !s.counts_controllers) && guest.walk_due == 0;
-    let mut must_walk = periodic || shape.is_none() || shape != guest.walked_shape;
-    guest.walk_due = guest.walk_due.saturating_sub(1);
+    let mut must_walk = shape.is_none() || shape != guest.walked_shape;
     for attempt in 0..2 {
         if must_walk {
             rewalk(guest, shape, budget)?;
