@@ -15,7 +15,9 @@
 //!   first level that holds any is the guest's init (an LXC container: `ns`, or `ns/init.scope`
 //!   when systemd is its init) or its QEMU process (a VM's `<vmid>.scope`). Every process of a
 //!   guest descends from that one or joined later, and the guest's cgroup counters and its
-//!   veth/tap devices were all zero before it ran, so its start is where they count from.
+//!   veth/tap devices were all zero before it ran, so its start is where they count from. One
+//!   approximation: a QEMU started with `-daemonize` is the child it forked during start-up, so
+//!   the CPU its parent used before the fork was counted a moment before that start.
 //!
 //! A guest's start is read when the guest is first seen and again only after it restarted
 //! ([`StartSlot`] holds it meanwhile): never per collection.
