@@ -245,6 +245,81 @@ fn once() -> anyhow::Result<Vec<Series>> {
     Ok(parse_exposition(&String::from_utf8_lossy(&output.stdout)))
 }
 
+/// `--once` of the exporter inside container 101, as it runs there: in the container's cgroup
+/// (`ns`) and network namespace, with a cgroup namespace rooted at `ns` and cgroup2 mounted
+/// again in its own mount namespace (what LXC's `lxc.mount.auto = cgroup` gives a container).
+/// PLATFORM=lxc and CONTAINER_ID are given: the VM's containers have no PID namespace or rootfs
+/// volume, so /proc/1 and the root mount are the VM's.
+fn once_inside(container: &Guest) -> anyhow::Result<Vec<Series>> {
+    let mut command = Command::new(guest_rig::vm::PAYLOAD_PATH);
+    command
+        .args(["as-container", EXPORTER_PATH, "--once"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PLATFORM", "lxc")
+        .env("CONTAINER_ID", container.vmid.to_string())
+        .env("CGROUP_PATH", CGROUP_ROOT)
+        .env("EBPF", "off")
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = work::spawn_command(&container.tasks_dir(), container.netns(), command)?.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "the exporter inside {} exited with {}: {}",
+            container.label(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(parse_exposition(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The container's own view: CPU, processes, tasks and pressure of its cgroup namespace root.
+fn check_inside(report: &mut Report, series: &[Series], b: &CgroupTruth, a: &CgroupTruth) {
+    let guest = "inside lxc/101";
+    for (mode, before, after) in [
+        ("user", b.cpu_user_usec, a.cpu_user_usec),
+        ("system", b.cpu_system_usec, a.cpu_system_usec),
+    ] {
+        report.push(
+            guest,
+            &format!("cpu {mode}, ns cpu.stat (node_cpu_seconds_total)"),
+            value(series, "node_cpu_seconds_total", &[("mode", mode)]),
+            match (seconds(before), seconds(after)) {
+                (Some(b), Some(a)) => Expect::Between(b, a),
+                _ => Expect::Absent,
+            },
+        );
+    }
+    let key = ("cpu".to_owned(), "some".to_owned());
+    report.push(
+        guest,
+        "cpu pressure some, ns cpu.pressure (node_pressure_cpu_waiting_seconds_total)",
+        value(series, "node_pressure_cpu_waiting_seconds_total", &[]),
+        match (
+            seconds(b.pressure.get(&key).copied()),
+            seconds(a.pressure.get(&key).copied()),
+        ) {
+            (Some(b), Some(a)) => Expect::Between(b, a),
+            _ => Expect::Absent,
+        },
+    );
+    // The exporter counts itself: it is one more process, and at least one more task, of ns.
+    report.push(
+        guest,
+        "processes of ns, the exporter included (node_processes)",
+        value(series, "node_processes", &[]),
+        Expect::Equal(b.processes as f64 + 1.0),
+    );
+    report.push(
+        guest,
+        "tasks of ns, the exporter's included (node_processes_threads)",
+        value(series, "node_processes_threads", &[]),
+        Expect::AtLeast(b.tasks.unwrap_or(0) as f64 + 1.0),
+    );
+}
+
 /// The exporter serving on loopback; collections only when asked (POST /collect), so that the
 /// payload's reads bracket exactly one collection.
 struct Exporter {
@@ -834,6 +909,11 @@ pub fn run() -> anyhow::Result<Report> {
         Expect::Absent,
     );
 
+    let ns = format!("{}/ns", ct.relative);
+    let before = truth::read_cgroup(&cgroups, &ns);
+    let inside = once_inside(&ct)?;
+    let after = truth::read_cgroup(&cgroups, &ns);
+    check_inside(&mut report, &inside, &before, &after);
     phase(start, "exporter --once done");
     let exporter = Exporter::start()?;
     phase(start, "exporter serving, eBPF loaded");

@@ -26,6 +26,13 @@ pub enum Netns {
 
 /// Starts `/rig-payload <role> <args>` inside cgroup `cgroup` (a directory of the cgroup2 tree).
 pub fn spawn(cgroup: &Path, netns: Netns, role: &str, args: &[&str]) -> anyhow::Result<Child> {
+    let mut command = Command::new(guest_rig::vm::PAYLOAD_PATH);
+    command.arg(role).args(args);
+    spawn_command(cgroup, netns, command)
+}
+
+/// Starts `command` inside cgroup `cgroup` and network namespace `netns`.
+pub fn spawn_command(cgroup: &Path, netns: Netns, mut command: Command) -> anyhow::Result<Child> {
     let procs = std::fs::OpenOptions::new()
         .write(true)
         .open(cgroup.join("cgroup.procs"))
@@ -41,8 +48,7 @@ pub fn spawn(cgroup: &Path, netns: Netns, role: &str, args: &[&str]) -> anyhow::
     let new_netns = matches!(netns, Netns::New);
     let procs_fd = procs.as_raw_fd();
     let namespace_fd = namespace.as_ref().map(|f| f.as_raw_fd());
-    let mut command = Command::new(guest_rig::vm::PAYLOAD_PATH);
-    command.arg(role).args(args).stdin(Stdio::null());
+    command.stdin(Stdio::null());
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
     // calls (write, unshare, setns) on descriptors opened before the fork.
     unsafe {
@@ -64,7 +70,7 @@ pub fn spawn(cgroup: &Path, netns: Netns, role: &str, args: &[&str]) -> anyhow::
     }
     let child = command
         .spawn()
-        .with_context(|| format!("starting {role} in {}", cgroup.display()))?;
+        .with_context(|| format!("starting {command:?} in {}", cgroup.display()))?;
     drop(procs);
     drop(namespace);
     Ok(child)
@@ -102,6 +108,7 @@ pub fn run_role(role: &str, args: &[String]) -> anyhow::Result<()> {
         "io" => block_io(Path::new(arg(0)?), arg(1)?.parse()?),
         "cache" => page_cache(Path::new(arg(0)?), arg(1)?.parse()?, Path::new(arg(2)?)),
         "tap" => tap(arg(0)?, arg(1)?, arg(2)?.parse()?, Path::new(arg(3)?)),
+        "as-container" => as_container(args),
         "udp-send" => udp_send(arg(0)?, arg(1)?.parse()?, arg(2)?.parse()?),
         other => bail!("unknown role {other}"),
     }
@@ -217,6 +224,40 @@ fn tap(name: &str, destination: &str, frames: usize, ready: &Path) -> anyhow::Re
             .read(&mut buffer)
             .with_context(|| format!("reading from {name}"))?;
     }
+}
+
+/// Becomes `args` (a program and its arguments) as a container's process sees the system:
+/// a cgroup namespace rooted at the cgroup this process is in, and cgroup2 mounted again in a
+/// private mount namespace (what LXC's `lxc.mount.auto = cgroup` gives a container).
+fn as_container(args: &[String]) -> anyhow::Result<()> {
+    let (program, rest) = args.split_first().context("as-container needs a program")?;
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (none, root, target, kind) = (c("none"), c("/"), c("/sys/fs/cgroup"), c("cgroup2"));
+    // SAFETY: plain system calls with valid NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error()).context("unshare cgroup and mount namespaces");
+        }
+        if libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("making / private");
+        }
+        // The kernel refuses the same superblock twice on one mount point (EBUSY): the host's
+        // view goes first, as it is not in a container's mount table either.
+        if libc::umount2(target.as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(std::io::Error::last_os_error()).context("unmounting the VM's cgroup2");
+        }
+        if libc::mount(kind.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("mounting cgroup2");
+        }
+    }
+    Err(Command::new(program).args(rest).exec()).with_context(|| format!("exec {program}"))
 }
 
 /// Sends `count` datagrams of `size` bytes to `address`.
