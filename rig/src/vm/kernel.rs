@@ -18,11 +18,12 @@ use super::cpio::Archive;
 pub const DEFAULT_CACHE: &str = "/var/cache/metrics-exporter-rig/vm";
 
 /// The modules loaded by the VM's /init (`modprobe` loads their dependencies from
-/// `modules.dep`): the scratch disk, the containers' veth pairs and bridge, the VM's tap.
-pub const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "veth", "bridge", "tun"];
+/// `modules.dep`): the scratch disk, the containers' veth pairs and bridge, the VM's tap, and
+/// FUSE for lxcfs.
+pub const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "veth", "bridge", "tun", "fuse"];
 
 /// Bump when the base archive's recipe changes, so that a cached one is rebuilt.
-const BASE_RECIPE: u32 = 2;
+const BASE_RECIPE: u32 = 3;
 
 /// A cached kernel ready to boot.
 #[derive(Debug, Clone)]

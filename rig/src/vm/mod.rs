@@ -34,6 +34,8 @@ pub const PAYLOAD_EXIT: &str = "RIG-PAYLOAD-EXIT";
 pub const PAYLOAD_PATH: &str = "/rig-payload";
 pub const EXPORTER_PATH: &str = "/usr/bin/metrics-exporter";
 pub const SCRATCH_DISK: &str = "/dev/vda";
+pub const LXCFS_PATH: &str = "/usr/bin/lxcfs";
+const LXCFS_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/lxcfs/liblxcfs.so";
 
 /// /init: the kernel filesystems, cgroup2 with every controller, the modules, loopback; then
 /// the payload, its exit code on the console, and power off (the VM never outlives its run).
@@ -81,8 +83,8 @@ fn stripped(program: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// The per-run archive: /init, the payload, the exporter and iproute2's `ip` (busybox's ignores
-/// a veth peer's name and namespace), each with its libraries. `work` holds stripped copies.
+/// The per-run archive: /init, the payload, the exporter, iproute2's `ip` (busybox's ignores
+/// a veth peer's name and namespace) and lxcfs, each with its libraries. `work` holds stripped copies.
 pub fn payload_archive(release: &str, payload: &Path, exporter: &Path, work: &Path) -> anyhow::Result<Vec<u8>> {
     let mut archive = Archive::new();
     archive.file("init", init_script(release).into_bytes(), true)?;
@@ -94,6 +96,13 @@ pub fn payload_archive(release: &str, payload: &Path, exporter: &Path, work: &Pa
         .find(|p| p.exists())
         .context("iproute2's ip is not installed (package iproute2)")?;
     archive.host_program(ip, "usr/sbin/ip")?;
+    // lxcfs, which Proxmox mounts over a container's /proc files (and its library, which it
+    // loads with dlopen, so ldd does not name it).
+    archive.host_program(Path::new(LXCFS_PATH), LXCFS_PATH)?;
+    let library = Path::new(LXCFS_LIBRARY);
+    archive
+        .host_program(library, LXCFS_LIBRARY)
+        .with_context(|| format!("{LXCFS_LIBRARY} (package lxcfs)"))?;
     Ok(archive.to_bytes())
 }
 

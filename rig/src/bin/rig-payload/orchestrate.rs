@@ -245,18 +245,30 @@ fn once() -> anyhow::Result<Vec<Series>> {
     Ok(parse_exposition(&String::from_utf8_lossy(&output.stdout)))
 }
 
+/// lxcfs serving at [`work::LXCFS_MOUNT`] (in the VM's root cgroup, as on a host).
+fn start_lxcfs() -> anyhow::Result<Child> {
+    std::fs::create_dir_all(work::LXCFS_MOUNT)?;
+    let child = Command::new(guest_rig::vm::LXCFS_PATH)
+        .args(["-f", work::LXCFS_MOUNT])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting lxcfs")?;
+    wait_for(&format!("{}/proc/meminfo", work::LXCFS_MOUNT))?;
+    Ok(child)
+}
+
 /// `--once` of the exporter inside container 101, as it runs there: in the container's cgroup
 /// (`ns`) and network namespace, with a cgroup namespace rooted at `ns` and cgroup2 mounted
 /// again in its own mount namespace (what LXC's `lxc.mount.auto = cgroup` gives a container).
-/// PLATFORM=lxc and CONTAINER_ID are given: the VM's containers have no PID namespace or rootfs
-/// volume, so /proc/1 and the root mount are the VM's.
+/// lxcfs's files over /proc, so the platform is detected from them (no PLATFORM); CONTAINER_ID
+/// is given: the VM's containers have no rootfs volume to derive it from.
 fn once_inside(container: &Guest) -> anyhow::Result<Vec<Series>> {
     let mut command = Command::new(guest_rig::vm::PAYLOAD_PATH);
     command
         .args(["as-container", EXPORTER_PATH, "--once"])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("PLATFORM", "lxc")
         .env("CONTAINER_ID", container.vmid.to_string())
         .env("CGROUP_PATH", CGROUP_ROOT)
         .env("EBPF", "off")
@@ -276,7 +288,8 @@ fn once_inside(container: &Guest) -> anyhow::Result<Vec<Series>> {
 }
 
 /// The container's own view: CPU, processes, tasks and pressure of its cgroup namespace root.
-fn check_inside(report: &mut Report, series: &[Series], b: &CgroupTruth, a: &CgroupTruth) {
+/// `guest_limit` is memory.max of `lxc/101`, where `pct set` writes it (ns has none).
+fn check_inside(report: &mut Report, series: &[Series], b: &CgroupTruth, a: &CgroupTruth, guest_limit: Option<u64>) {
     let guest = "inside lxc/101";
     for (mode, before, after) in [
         ("user", b.cpu_user_usec, a.cpu_user_usec),
@@ -303,6 +316,21 @@ fn check_inside(report: &mut Report, series: &[Series], b: &CgroupTruth, a: &Cgr
         ) {
             (Some(b), Some(a)) => Expect::Between(b, a),
             _ => Expect::Absent,
+        },
+    );
+    report.push(
+        guest,
+        "platform detected (metrics_exporter_build_info{platform})",
+        value(series, "metrics_exporter_build_info", &[("platform", "lxc-container")]),
+        Expect::Equal(1.0),
+    );
+    report.push(
+        guest,
+        "memory total = the limit of lxc/101, via lxcfs (node_memory_total_bytes)",
+        value(series, "node_memory_total_bytes", &[]),
+        match guest_limit {
+            Some(limit) => Expect::Equal(limit as f64),
+            None => Expect::Absent,
         },
     );
     // The exporter counts itself: it is one more process, and at least one more task, of ns.
@@ -909,11 +937,13 @@ pub fn run() -> anyhow::Result<Report> {
         Expect::Absent,
     );
 
+    let _lxcfs = start_lxcfs()?;
     let ns = format!("{}/ns", ct.relative);
     let before = truth::read_cgroup(&cgroups, &ns);
     let inside = once_inside(&ct)?;
     let after = truth::read_cgroup(&cgroups, &ns);
-    check_inside(&mut report, &inside, &before, &after);
+    let guest_limit = truth::read_cgroup(&cgroups, &ct.relative).memory_limit;
+    check_inside(&mut report, &inside, &before, &after, guest_limit);
     phase(start, "exporter --once done");
     let exporter = Exporter::start()?;
     phase(start, "exporter serving, eBPF loaded");

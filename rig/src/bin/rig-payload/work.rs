@@ -226,9 +226,14 @@ fn tap(name: &str, destination: &str, frames: usize, ready: &Path) -> anyhow::Re
     }
 }
 
+/// Where the payload mounts lxcfs, and the /proc files it serves that LXC mounts over /proc.
+pub const LXCFS_MOUNT: &str = "/var/lib/lxcfs";
+const LXCFS_PROC_FILES: &[&str] = &["cpuinfo", "diskstats", "loadavg", "meminfo", "stat", "swaps", "uptime"];
+
 /// Becomes `args` (a program and its arguments) as a container's process sees the system:
-/// a cgroup namespace rooted at the cgroup this process is in, and cgroup2 mounted again in a
-/// private mount namespace (what LXC's `lxc.mount.auto = cgroup` gives a container).
+/// a cgroup namespace rooted at the cgroup this process is in, cgroup2 mounted again in a
+/// private mount namespace (what LXC's `lxc.mount.auto = cgroup` gives a container) and
+/// lxcfs's files over /proc.
 fn as_container(args: &[String]) -> anyhow::Result<()> {
     let (program, rest) = args.split_first().context("as-container needs a program")?;
     let c = |s: &str| CString::new(s).expect("no NUL");
@@ -255,6 +260,28 @@ fn as_container(args: &[String]) -> anyhow::Result<()> {
         }
         if libc::mount(kind.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) != 0 {
             return Err(std::io::Error::last_os_error()).context("mounting cgroup2");
+        }
+    }
+    // lxcfs's files over /proc where it serves them, as LXC's lxcfs hook mounts them.
+    for file in LXCFS_PROC_FILES {
+        let source = Path::new(LXCFS_MOUNT).join("proc").join(file);
+        if !source.exists() {
+            continue;
+        }
+        let (source, target) = (c(source.to_str().context("path")?), c(&format!("/proc/{file}")));
+        // SAFETY: as above.
+        if unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("bind-mounting lxcfs over /proc/{file}"));
         }
     }
     Err(Command::new(program).args(rest).exec()).with_context(|| format!("exec {program}"))
