@@ -54,6 +54,11 @@ pub fn instant(boot_seconds: u64, ticks: u64, ticks_per_second: u64) -> SystemTi
     UNIX_EPOCH + Duration::from_secs(boot_seconds) + after_boot
 }
 
+/// Seconds since the Unix epoch, the unit of `*_start_time_seconds` gauges.
+pub fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
 /// USER_HZ, the unit of `starttime`.
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -189,17 +194,18 @@ impl GuestStarts {
         slot.start
     }
 
-    /// Declares in `out` the start of the guest whose identity labels are `identity`, if known.
+    /// Declares in `out` the start of the guest whose identity labels are `identity`, if
+    /// known, and returns it.
     pub fn declare(
         &mut self,
         slot: &mut StartSlot,
         cgroup: &Path,
         identity: &Arc<[LabelValue]>,
         out: &mut SnapshotBuilder,
-    ) {
-        if let Some(start) = self.start(slot, cgroup) {
-            out.guest_start(identity, start);
-        }
+    ) -> Option<SystemTime> {
+        let start = self.start(slot, cgroup)?;
+        out.guest_start(identity, start);
+        Some(start)
     }
 
     fn read(&mut self, cgroup: &Path) -> Result<Option<SystemTime>, CollectError> {

@@ -310,6 +310,12 @@ async fn guest_counters_start_with_the_guests_first_process_root() {
         Some(boot * 1_000_000_000),
         "the host's CPU counters start at boot"
     );
+    // /metrics serves the container's start as a gauge: the same instant, in seconds.
+    let series = parse_exposition(&exporter.get("/metrics").text());
+    assert_eq!(
+        value(&series, "pve_guest_start_time_seconds", &[("container_id", &ct_id)]),
+        Some(Duration::from_nanos(init_start).as_secs_f64())
+    );
     let status = tokio::task::spawn_blocking(move || exporter.terminate()).await.unwrap();
     assert_eq!(status.code(), Some(0));
     drop(guests);

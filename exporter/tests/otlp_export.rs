@@ -418,6 +418,21 @@ async fn otlp_start_times_are_boot_guest_start_or_first_observation() {
             times[0],
             "unknown start: the first observation, held"
         );
+        // The same starts as a gauge, which /metrics serves too; absent where unknown.
+        let started = |container| {
+            point(
+                metric(resource_of(request, Some(container)), "proxmox.guest_start_time"),
+                None,
+            )
+            .2
+        };
+        assert_eq!(started("101"), Duration::new(1_732_185_325 + 2500, 0).as_secs_f64());
+        assert_eq!(
+            started("200"),
+            Duration::new(1_732_185_325 + 3600, 120_000_000).as_secs_f64()
+        );
+        let ct_102 = &resource_of(request, Some("102")).scope_metrics[0].metrics;
+        assert!(ct_102.iter().all(|m| m.name != "proxmox.guest_start_time"));
     }
     exporter.shutdown().await;
 }

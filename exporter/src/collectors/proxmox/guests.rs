@@ -1786,7 +1786,10 @@ impl Collector for GuestsCollector {
                 continue;
             }
             alive.insert(key);
-            self.starts.declare(&mut guest.start, &guest.dir, &labels.base, out);
+            if let Some(start) = self.starts.declare(&mut guest.start, &guest.dir, &labels.base, out) {
+                self.staged
+                    .push(Id::GUEST_START, &labels.base, crate::starts::unix_seconds(start));
+            }
             let first = self.net_rows.partition_point(|r| r.key < key);
             let entry = self.configs.get(&key);
             for row in self.net_rows[first..].iter().take_while(|r| r.key == key) {

@@ -167,6 +167,8 @@ metrics! {
     /// One per guest interface seen on the host (`veth<vmid>i<N>`, `tap<vmid>i<N>`); `name`,
     /// `bridge`, `hwaddr` only where the guest's `net<N>` config line gives them.
     GUEST_NETWORK_INFO = guest("pve_guest_network_info", "One series per interface of a running guest: interface (Proxmox's net<N> key, the label of the container_network_* series), device (host-side veth<vmid>i<N> or tap<vmid>i<N>) and, where the guest config's net<N> line gives them, name (in-guest interface name, containers only), bridge and hwaddr.", Kind::Info, Unit::Count("1"), L_NET_INFO, Some(OtelName { name: "proxmox.guest.network.info", attributes: OTEL_NET_INFO, fixed: &[] }));
+    /// Absent while the start cannot be read (no process yet, a `/proc` without its PIDs).
+    GUEST_START = guest("pve_guest_start_time_seconds", "Unix time at which the running guest started: the start of its first process (the container's init, the VM's QEMU process), btime + starttime of /proc/<pid>/stat. time() minus it is the guest's uptime.", Kind::Gauge, Unit::Seconds, L, None);
     GUEST_CONFIG_CPUS = guest("pve_guest_config_cpus", "CPUs the guest is configured with (LXC cores; QEMU vcpus, else sockets x cores).", Kind::Gauge, Unit::Count("{cpu}"), L, None);
     GUEST_CONFIG_MEMORY = guest("pve_guest_config_memory_bytes", "Memory the guest is configured with (config memory, MiB x 1048576). Not the effective limit: see container_spec_memory_limit_bytes.", Kind::Gauge, Unit::Bytes, L, None);
 }
