@@ -145,6 +145,37 @@ impl Guest {
         Ok(guest)
     }
 
+    /// A container with systemd's layout under `ns` (what a Debian guest with systemd as PID 1
+    /// makes): init in `ns/init.scope`, one sleeper per service in `ns/system.slice/<name>`,
+    /// an empty `ns/user.slice`; controllers enabled down to the leaves, so `ns` itself holds
+    /// no process.
+    fn systemd_container(cgroups: &Hierarchies, vmid: u32, limits: Limits, services: &[&str]) -> anyhow::Result<Guest> {
+        let relative = format!("lxc/{vmid}");
+        let dir = make_cgroup(&relative)?;
+        limits.apply(cgroups, &relative)?;
+        let init_scope = make_cgroup(&format!("{relative}/ns/init.scope"))?;
+        make_cgroup(&format!("{relative}/ns/user.slice"))?;
+        let mut guest = Guest {
+            vmid,
+            kind: "lxc",
+            relative,
+            dir,
+            processes: vec![work::spawn(&init_scope, Netns::New, "sleep", &[])?],
+        };
+        for service in services {
+            guest.start_service(service)?;
+        }
+        Ok(guest)
+    }
+
+    /// A sleeper in `ns/system.slice/<service>` (created here).
+    fn start_service(&mut self, service: &str) -> anyhow::Result<()> {
+        let leaf = make_cgroup(&format!("{}/ns/system.slice/{service}", self.relative))?;
+        let child = work::spawn(&leaf, self.netns(), "sleep", &[])?;
+        self.processes.push(child);
+        Ok(())
+    }
+
     fn vm(cgroups: &Hierarchies, vmid: u32, limits: Limits) -> anyhow::Result<Guest> {
         let relative = format!("qemu.slice/{vmid}.scope");
         let dir = make_cgroup(&relative)?;
@@ -778,6 +809,7 @@ fn guest_configs() -> Vec<GuestConfig> {
             }],
         ),
         container(102, vec![]),
+        container(103, vec![]),
         GuestConfig {
             vmid: 200,
             lxc: false,
@@ -841,6 +873,17 @@ pub fn run() -> anyhow::Result<Report> {
     churned.start(churned.netns(), "burn", &[])?;
     // A soft limit on one guest (raw `lxc.cgroup2.memory.high`): the others say `max`.
     write(&churned.dir.join("memory.high"), "50331648")?;
+    let mut systemd = Guest::systemd_container(
+        &cgroups,
+        103,
+        limits_of(config(103)),
+        &[
+            "systemd-journald.service",
+            "cron.service",
+            "ssh.service",
+            "dbus.service",
+        ],
+    )?;
     let mut vm = Guest::vm(&cgroups, 200, limits_of(config(200)))?;
     vm.start(Netns::Host, "burn", &[])?;
     vm.start(Netns::Host, "sleep", &[])?;
@@ -958,7 +1001,7 @@ pub fn run() -> anyhow::Result<Report> {
     ct.start(ct.netns(), "burn", &[])?;
     std::thread::sleep(Duration::from_millis(1500));
 
-    let guests = [&ct, &churned, &vm];
+    let guests = [&ct, &churned, &vm, &systemd];
     phase(start, "children done");
     let before = read_all(&cgroups, &guests, &ct);
     exporter.collect()?;
@@ -991,12 +1034,15 @@ pub fn run() -> anyhow::Result<Report> {
         let mut c = guest_checker(&mut report, &series, guest);
         check_cgroup(&mut c, &before.guests[i], &after.guests[i], &device);
         check_memory_events(&mut c, &before, &after, i);
-        c.expect(
-            "run-queue latency observed",
-            "container_runqueue_latency_seconds_count",
-            &[],
-            Expect::AtLeast(1.0),
-        );
+        // Only guests with a burner ran in the window (103's services sleep throughout).
+        if guest.vmid != systemd.vmid {
+            c.expect(
+                "run-queue latency observed",
+                "container_runqueue_latency_seconds_count",
+                &[],
+                Expect::AtLeast(1.0),
+            );
+        }
     }
     {
         let mut c = guest_checker(&mut report, &series, &ct);
@@ -1026,6 +1072,31 @@ pub fn run() -> anyhow::Result<Report> {
         value(&series, "metrics_exporter_ebpf_enabled", &[]),
         Expect::Equal(1.0),
     );
+
+    // A service starts in the systemd guest: a new cgroup in its subtree, whose process the
+    // next collection counts.
+    systemd.start_service("late.service")?;
+    let reshape_before = truth::read_cgroup(&cgroups, &systemd.relative);
+    exporter.collect()?;
+    let reshape_after = truth::read_cgroup(&cgroups, &systemd.relative);
+    let reshaped = exporter.scrape()?;
+    {
+        let mut c = guest_checker(&mut report, &reshaped, &systemd);
+        c.counter(
+            "a service started: processes",
+            "container_processes",
+            &[],
+            Some(reshape_before.processes as f64),
+            Some(reshape_after.processes as f64),
+        );
+        c.counter(
+            "a service started: tasks",
+            "container_threads",
+            &[],
+            float(reshape_before.tasks),
+            float(reshape_after.tasks),
+        );
+    }
 
     // Churn: container 102 stops (its cgroup goes), then starts again (a new cgroup).
     let usage_before_stop = after.guests[1].cpu_usage_usec.context("102 has no usage")? as f64 / 1e6;
