@@ -5,9 +5,9 @@
 //! quantity itself and prints the comparison. This test reads the verdict from the serial
 //! console, prints the table and asserts that every check passed.
 //!
-//! Needs root (QEMU is not, but the kernel cache is system-wide and the CI runs as root), and
-//! the packages `cargo xtask setup --tests` installs (qemu-system-x86, busybox-static,
-//! xz-utils, binutils, iproute2). A run that cannot build the image fails with the reason.
+//! Needs root (QEMU itself does not, but the kernel cache is system-wide and CI runs as root)
+//! and the packages `cargo xtask setup` installs (qemu-system-x86, busybox-static, xz-utils,
+//! binutils, iproute2, lxcfs). A run that cannot build the image fails with the reason.
 
 #[allow(unused_imports)] // the shared support re-exports helpers this test does not use
 mod common;
