@@ -29,9 +29,11 @@
 //!
 //! `--scenario proxmox` (or `--guests N`, default 1000) runs the second scenario of issue 7
 //! instead: this exporter alone in Proxmox host mode (PLATFORM=proxmox, EBPF=off, every default
-//! collector) over a synthetic host of N guests, written by `synthetic-host` (benches/src/bin)
-//! into target/compare/synthetic-N, with PROC_PATH, SYS_PATH, CGROUP_PATH and PVE_PATH pointing
-//! into it. It reports the CPU of `--collections` (`POST /collect`, `GET /metrics`) pairs per
+//! collector) over a synthetic host of N guests (systemd containers and VMs), written by
+//! `synthetic-host` (benches/src/bin) into target/compare/synthetic-N, with PROC_PATH,
+//! SYS_PATH, CGROUP_PATH and PVE_PATH pointing into it; `--cgroup-stat-format 6.8` writes its
+//! `cgroup.stat` files as Linux 6.8 does (Proxmox VE 8) instead of 6.11+. Binaries are taken
+//! from `$CARGO_TARGET_DIR/release` when that is set, as cargo builds them there. It reports the CPU of `--collections` (`POST /collect`, `GET /metrics`) pairs per
 //! pair and per guest, scrape latency and CPU (plain, and with `Accept-Encoding: gzip` as
 //! Prometheus scrapes), bytes and series per scrape, RSS after warm-up, idle CPU and start to
 //! first served /metrics. The tree lives on a regular filesystem, where a
@@ -52,7 +54,7 @@ use crate::{setup, workspace_root};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const USAGE: &str = "usage: cargo xtask compare [--scrapes N] [--collections N] [--idle-seconds N] \
-                     [--scenario node|proxmox] [--guests N]";
+                     [--scenario node|proxmox] [--guests N] [--cgroup-stat-format 6.8|6.11]";
 
 /// What the command line may change; the defaults are the issue's.
 #[derive(Debug, Clone)]
@@ -67,6 +69,8 @@ struct Options {
     idle_seconds: u64,
     /// `Some(N)`: the Proxmox host-mode scenario over N synthetic guests.
     guests: Option<usize>,
+    /// How the synthetic host's `cgroup.stat` files look: `6.8` or `6.11`.
+    cgroup_stat_format: String,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             collections: 50,
             idle_seconds: 60,
             guests: None,
+            cgroup_stat_format: "6.11".to_owned(),
         }
     }
 }
@@ -98,6 +103,13 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--collections" => options.collections = value("--collections")? as usize,
             "--idle-seconds" => options.idle_seconds = value("--idle-seconds")?,
             "--guests" => options.guests = Some(value("--guests")? as usize),
+            "--cgroup-stat-format" => match args.next().map(String::as_str) {
+                Some(format @ ("6.8" | "6.11")) => {
+                    options.cgroup_stat_format = format.to_owned();
+                    options.guests = Some(options.guests.unwrap_or(DEFAULT_GUESTS));
+                }
+                other => bail!("--cgroup-stat-format {other:?}: expected 6.8 or 6.11; {USAGE}"),
+            },
             "--scenario" => match args.next().map(String::as_str) {
                 Some("proxmox") => options.guests = Some(options.guests.unwrap_or(DEFAULT_GUESTS)),
                 Some("node") => options.guests = None,
@@ -126,7 +138,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     setup::apt_install(&["prometheus-node-exporter"])?;
     crate::run("cargo", &["build", "--release", "-p", "metrics-exporter"], &[])?;
     let root = workspace_root();
-    let ours_binary = root.join("target/release/metrics-exporter");
+    let ours_binary = release_dir().join("metrics-exporter");
     let logs = root.join("target/compare");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let tick = clock_tick()?;
@@ -207,7 +219,8 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         &[],
     )?;
     let root = workspace_root();
-    let ours_binary = root.join("target/release/metrics-exporter");
+    let release = release_dir();
+    let ours_binary = release.join("metrics-exporter");
     let logs = root.join("target/compare");
     let tree = logs.join(format!("synthetic-{guests}"));
     // A fresh tree each run: a tree left by an older generator would measure something else.
@@ -219,7 +232,8 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
         "writing a synthetic Proxmox host of {guests} guests to {}",
         tree.display()
     );
-    let written = Command::new(root.join("target/release/synthetic-host"))
+    let written = Command::new(release.join("synthetic-host"))
+        .args(["--cgroup-stat-format", &options.cgroup_stat_format])
         .arg(&tree)
         .arg(guests.to_string())
         .stderr(Stdio::inherit())
@@ -355,7 +369,8 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## metrics-exporter in Proxmox host mode, {guests} synthetic guests\n"
+        "## metrics-exporter in Proxmox host mode, {guests} synthetic guests, cgroup.stat as Linux {}\n",
+        options.cgroup_stat_format
     );
     let _ = writeln!(out, "Command: `{command}`\n");
     let _ = writeln!(out, "Machine: {}\n", machine());
@@ -388,6 +403,15 @@ fn run_proxmox(options: &Options, guests: usize, command: String) -> anyhow::Res
     std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("written to {}", path.display());
     Ok(())
+}
+
+/// Where cargo puts release binaries: `$CARGO_TARGET_DIR/release`, else the workspace's
+/// target/release.
+fn release_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir).join("release"),
+        _ => workspace_root().join("target/release"),
+    }
 }
 
 /// A free loopback port: the kernel picks one and we release it for the exporter. Another
