@@ -53,13 +53,14 @@ fn real_guests_on_pure_cgroup2() {
     let cache = std::env::var("RIG_CACHE").unwrap_or_else(|_| vm::kernel::DEFAULT_CACHE.to_owned());
     let kernel = Kernel::cached(Path::new(&cache)).unwrap_or_else(|e| panic!("cannot build the VM image: {e:#}"));
     let work = tempfile::tempdir().unwrap();
-    let archive = vm::payload_archive(
-        &kernel.release,
-        &payload,
-        Path::new(env!("CARGO_BIN_EXE_metrics-exporter")),
-        work.path(),
-    )
-    .unwrap_or_else(|e| panic!("cannot build the payload archive: {e:#}"));
+    // RIG_EXPORTER runs the same proof against another build (a release binary, an older
+    // commit); by default, this build's.
+    let exporter = std::env::var_os("RIG_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_metrics-exporter")));
+    println!("exporter under test: {}", exporter.display());
+    let archive = vm::payload_archive(&kernel.release, &payload, &exporter, work.path())
+        .unwrap_or_else(|e| panic!("cannot build the payload archive: {e:#}"));
     let payload_cpio = work.path().join("payload.cpio");
     std::fs::write(&payload_cpio, archive).unwrap();
     // The virtio scratch disk the guests write to with O_DIRECT (sparse: no host IO to speak of).

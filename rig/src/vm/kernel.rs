@@ -103,70 +103,47 @@ impl Kernel {
         let package = parse_kernel_dependency(&depends)
             .with_context(|| format!("apt-cache depends linux-image-amd64 names no kernel package:\n{depends}"))?;
         let dir = cache.join(&package);
-        let tree = dir.join("tree");
-        if !tree.join(".complete").exists() {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            run("apt-get", &["download", &package], Some(&dir))?;
-            let deb = std::fs::read_dir(&dir)?
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let find_deb = || -> anyhow::Result<Option<PathBuf>> {
+            Ok(std::fs::read_dir(&dir)?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|e| e == "deb"))
-                .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
+                .find(|p| p.extension().is_some_and(|e| e == "deb")))
+        };
+        // The package is kept (70 MB), not its unpacked tree (470 MB): the tree is only needed
+        // to cut out vmlinux and to build the base archive, when either is missing.
+        let deb = match find_deb()? {
+            Some(deb) => deb,
+            None => {
+                run("apt-get", &["download", &package], Some(&dir))?;
+                find_deb()?.with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?
+            }
+        };
+        let vmlinux = dir.join("vmlinux");
+        let base_initramfs = dir.join(format!("base-{BASE_RECIPE}.cpio"));
+        let release_file = dir.join("release");
+        if !(vmlinux.exists() && base_initramfs.exists() && release_file.exists()) {
+            let tree = dir.join("tree");
             let _ = std::fs::remove_dir_all(&tree);
-            run(
+            let unpacked = run(
                 "dpkg-deb",
                 &["-x", deb.to_str().context("path")?, tree.to_str().context("path")?],
                 None,
-            )?;
-            std::fs::remove_file(&deb)?;
-            std::fs::write(tree.join(".complete"), "")?;
-        }
-        let release = std::fs::read_dir(tree.join("lib/modules"))
-            .with_context(|| format!("{} has no lib/modules", tree.display()))?
-            .filter_map(Result::ok)
-            .find(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .with_context(|| format!("no release under {}/lib/modules", tree.display()))?;
-
-        let vmlinux = dir.join("vmlinux");
-        if !vmlinux.exists() {
-            let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
-            let image = std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
-            let offset = find_xz_stream(&image).with_context(|| format!("{} holds no xz stream", vmlinuz.display()))?;
-            let tail = dir.join("vmlinux.xz");
-            std::fs::write(&tail, &image[offset..])?;
-            let output = Command::new("xz")
-                .args(["-dc", "--single-stream"])
-                .arg(&tail)
-                .output()
-                .context("cannot start xz (package xz-utils)")?;
-            std::fs::remove_file(&tail)?;
-            if !output.status.success() || !output.stdout.starts_with(b"\x7fELF") {
-                bail!(
-                    "xz could not unpack the kernel of {}: {}",
-                    vmlinuz.display(),
-                    String::from_utf8_lossy(&output.stderr)
-                );
+            );
+            if unpacked.is_err() {
+                // A broken download is fetched again by the next run, not reused.
+                let _ = std::fs::remove_file(&deb);
+                let _ = std::fs::remove_dir_all(&tree);
             }
-            let partial = dir.join("vmlinux.partial");
-            std::fs::write(&partial, &output.stdout)?;
-            std::fs::rename(&partial, &vmlinux)?;
+            unpacked?;
+            let built = build_from_tree(&tree, &dir, &vmlinux, &base_initramfs);
+            let _ = std::fs::remove_dir_all(&tree);
+            let release = built?;
+            std::fs::write(dir.join("release.partial"), &release)?;
+            std::fs::rename(dir.join("release.partial"), &release_file)?;
         }
-
-        let base_initramfs = dir.join(format!("base-{BASE_RECIPE}.cpio"));
-        if !base_initramfs.exists() {
-            // Archives of older recipes are never used again.
-            for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("base-") && name.ends_with(".cpio") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-            let bytes = base_archive(&tree, &release)?;
-            let partial = dir.join("base.partial");
-            std::fs::write(&partial, bytes)?;
-            std::fs::rename(&partial, &base_initramfs)?;
-        }
+        let release =
+            std::fs::read_to_string(&release_file).with_context(|| format!("reading {}", release_file.display()))?;
         Ok(Kernel {
             package,
             release,
@@ -174,6 +151,54 @@ impl Kernel {
             base_initramfs,
         })
     }
+}
+
+/// Cuts `vmlinux` out of the unpacked package `tree` and builds the base archive, whichever is
+/// missing; the kernel release (`uname -r`).
+fn build_from_tree(tree: &Path, dir: &Path, vmlinux: &Path, base_initramfs: &Path) -> anyhow::Result<String> {
+    let release = std::fs::read_dir(tree.join("lib/modules"))
+        .with_context(|| format!("{} has no lib/modules", tree.display()))?
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .with_context(|| format!("no release under {}/lib/modules", tree.display()))?;
+    if !vmlinux.exists() {
+        let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
+        let image = std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+        let offset = find_xz_stream(&image).with_context(|| format!("{} holds no xz stream", vmlinuz.display()))?;
+        let tail = dir.join("vmlinux.xz");
+        std::fs::write(&tail, &image[offset..])?;
+        let output = Command::new("xz")
+            .args(["-dc", "--single-stream"])
+            .arg(&tail)
+            .output()
+            .context("cannot start xz (package xz-utils)")?;
+        std::fs::remove_file(&tail)?;
+        if !output.status.success() || !output.stdout.starts_with(b"\x7fELF") {
+            bail!(
+                "xz could not unpack the kernel of {}: {}",
+                vmlinuz.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let partial = dir.join("vmlinux.partial");
+        std::fs::write(&partial, &output.stdout)?;
+        std::fs::rename(&partial, vmlinux)?;
+    }
+    if !base_initramfs.exists() {
+        // Archives of older recipes are never used again.
+        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("base-") && name.ends_with(".cpio") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let bytes = base_archive(tree, &release)?;
+        let partial = dir.join("base.partial");
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, base_initramfs)?;
+    }
+    Ok(release)
 }
 
 /// busybox-static, its applet links, the guests' modules and their `modules.dep`.
