@@ -1,10 +1,11 @@
 //! The run inside the VM: cgroup2 controllers down the tree; container 101 (`lxc/101/ns`, its
 //! own network namespace, `veth101i0` on bridge `vmbr0`, limits on `lxc/101` as `pct set`
-//! writes them), container 102 (the one that stops and starts again) and "VM" 200 (a process in
-//! `qemu.slice/200.scope`); real block IO, traffic, an OOM kill and task churn inside them; the
-//! Proxmox config tree; the exporter in host mode with eBPF; and the comparison of each value it
-//! exported with the payload's own reads of the raw files ([`guest_rig::truth`]), read just
-//! before and just after the collection that produced it.
+//! writes them), container 102 (the one that stops and starts again), container 103 (systemd's
+//! layout under `ns`) and "VM" 200 (processes in `qemu.slice/200.scope`, `tap200i0`); real block
+//! IO, page cache, traffic, an OOM kill and task churn inside them; the Proxmox config tree; the
+//! exporter in host mode with eBPF, and once inside container 101 with lxcfs; and the comparison
+//! of each value it exported with the payload's own reads of the raw files
+//! ([`guest_rig::truth`]), read just before and just after the collection that produced it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
