@@ -426,12 +426,17 @@ impl SubtreeSum {
             Err(e) => return Err(e),
         }
         let mut previous = std::mem::take(&mut self.files);
+        // A file found absent at its last open gets a fresh one (its cgroup may have been
+        // created again, and an absent file waits some reads before the next open); its last
+        // values were retired when it went.
         self.files = dirs
             .into_iter()
-            .map(|d| match previous.iter().position(|(f, _)| f.dir() == d) {
-                Some(i) => previous.swap_remove(i),
-                None => (KeptFile::new(&Arc::from(d), self.name, budget), [None; 4]),
-            })
+            .map(
+                |d| match previous.iter().position(|(f, _)| f.dir() == d && !f.is_absent()) {
+                    Some(i) => previous.swap_remove(i),
+                    None => (KeptFile::new(&Arc::from(d), self.name, budget), [None; 4]),
+                },
+            )
             .collect();
         for (_, mut last) in previous {
             Self::retire(&mut self.gone, &mut last);
