@@ -2,17 +2,26 @@
 //! `tar`, `debootstrap`): one place that turns a non-zero exit into an error naming the command
 //! and its stderr. Reads nothing itself; produces the command's stdout.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
 /// Runs `program args…` to completion; its stdout on success, an error with stderr otherwise.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
+    run_in(program, args, None)
+}
+
+/// [`run`] in the directory `dir` (e.g. `apt-get download`, which writes where it runs).
+pub fn run_in(program: &str, args: &[&str], dir: Option<&Path>) -> anyhow::Result<String> {
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command
         .output()
-        .with_context(|| format!("cannot start {program}"))?;
+        .with_context(|| format!("cannot start {program} (is its package installed?)"))?;
     if !output.status.success() {
         bail!(
             "{program} {} failed with {}: {}",

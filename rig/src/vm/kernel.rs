@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use super::cpio::Archive;
+use crate::command::run_in;
 
 /// Where kernels and base images are kept between runs.
 pub const DEFAULT_CACHE: &str = "/var/cache/metrics-exporter-rig/vm";
@@ -35,26 +36,6 @@ pub struct Kernel {
     pub vmlinux: PathBuf,
     /// busybox-static at /bin/busybox and the [`MODULES`] with their dependencies.
     pub base_initramfs: PathBuf,
-}
-
-fn run(program: &str, args: &[&str], dir: Option<&Path>) -> anyhow::Result<String> {
-    let mut command = Command::new(program);
-    command.args(args);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let output = command
-        .output()
-        .with_context(|| format!("cannot start {program} (is its package installed?)"))?;
-    if !output.status.success() {
-        bail!(
-            "{program} {} failed with {}: {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The versioned kernel package a meta package depends on, from `apt-cache depends` output
@@ -99,7 +80,7 @@ impl Kernel {
     /// the reason (no apt metadata, download refused, no busybox) rather than returning
     /// something that would boot differently.
     pub fn cached(cache: &Path) -> anyhow::Result<Kernel> {
-        let depends = run("apt-cache", &["depends", "linux-image-amd64"], None)?;
+        let depends = run_in("apt-cache", &["depends", "linux-image-amd64"], None)?;
         let package = parse_kernel_dependency(&depends)
             .with_context(|| format!("apt-cache depends linux-image-amd64 names no kernel package:\n{depends}"))?;
         let dir = cache.join(&package);
@@ -115,7 +96,7 @@ impl Kernel {
         let deb = match find_deb()? {
             Some(deb) => deb,
             None => {
-                run("apt-get", &["download", &package], Some(&dir))?;
+                run_in("apt-get", &["download", &package], Some(&dir))?;
                 find_deb()?.with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?
             }
         };
@@ -125,7 +106,7 @@ impl Kernel {
         if !(vmlinux.exists() && base_initramfs.exists() && release_file.exists()) {
             let tree = dir.join("tree");
             let _ = std::fs::remove_dir_all(&tree);
-            let unpacked = run(
+            let unpacked = run_in(
                 "dpkg-deb",
                 &["-x", deb.to_str().context("path")?, tree.to_str().context("path")?],
                 None,
@@ -205,8 +186,8 @@ fn build_from_tree(tree: &Path, dir: &Path, vmlinux: &Path, base_initramfs: &Pat
 fn base_archive(tree: &Path, release: &str) -> anyhow::Result<Vec<u8>> {
     let busybox = Path::new("/bin/busybox");
     let applets =
-        run("/bin/busybox", &["--list-full"], None).context("busybox --list-full (package busybox-static)")?;
-    if run("ldd", &["/bin/busybox"], None).is_ok() {
+        run_in("/bin/busybox", &["--list-full"], None).context("busybox --list-full (package busybox-static)")?;
+    if run_in("ldd", &["/bin/busybox"], None).is_ok() {
         bail!("/bin/busybox is dynamically linked: install busybox-static");
     }
     let mut archive = Archive::new();
@@ -226,7 +207,7 @@ fn base_archive(tree: &Path, release: &str) -> anyhow::Result<Vec<u8>> {
     let full_dep = match std::fs::read_to_string(modules_root.join("modules.dep")) {
         Ok(text) => text,
         Err(_) => {
-            run(
+            run_in(
                 "/bin/busybox",
                 &["depmod", "-b", tree.to_str().context("path")?, release],
                 None,
@@ -243,7 +224,7 @@ fn base_archive(tree: &Path, release: &str) -> anyhow::Result<Vec<u8>> {
         std::fs::create_dir_all(target.parent().context("module path")?)?;
         std::fs::copy(modules_root.join(module), &target).with_context(|| format!("copying module {module}"))?;
     }
-    let depmod = run(
+    let depmod = run_in(
         "/bin/busybox",
         &["depmod", "-b", stage.to_str().context("path")?, release],
         None,
