@@ -1,0 +1,653 @@
+//! The monitoring mixin (mixin/: Grafana dashboards, Prometheus recording and alert rules) and
+//! the README's OpenTelemetry Collector example, proven against real tools:
+//! - `promtool check rules` is clean and `promtool test rules` passes; every alert has a unit
+//!   test in which it fires for one series and stays silent for another;
+//! - a real Prometheus (Debian's `prometheus`, on loopback, its own temp storage, killed on
+//!   drop) scrapes the real exporter binary over fixtures/proxmox-host and, as root, over the
+//!   real-guest rig (LXC containers and QEMU guests, eBPF on), loads the rules, and every
+//!   dashboard expression (variables substituted) and every rule expression returns data; one
+//!   that returns nothing fails the test with its panel's title. What cannot exist in a source
+//!   must be absent there instead: eBPF series over the fixture (no kernel programs), cluster
+//!   series over the rig (a standalone node);
+//! - the README's collector config parses as YAML and its pipeline refers only to receivers,
+//!   processors and exporters it defines (no collector binary exists in Debian to validate it).
+//!
+//! YAML is read through python3's PyYAML (Debian's python3-yaml) into JSON; Prometheus parses
+//! the rule files itself and the test reads them back from its `/api/v1/rules`.
+
+#[allow(unused_imports)]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Exporter, fixture_env, free_port, is_root, require, require_command};
+use guest_rig::http;
+use serde_json::Value as Json;
+
+fn mixin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mixin")
+}
+
+fn files_in(dir: &str, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(mixin_dir().join(dir))
+        .unwrap_or_else(|e| panic!("mixin/{dir}: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.{extension} in mixin/{dir}");
+    files
+}
+
+fn rule_files() -> Vec<PathBuf> {
+    files_in("rules", "yaml")
+}
+
+/// YAML text as JSON, through python3's PyYAML; None (after `require`) where it is missing.
+fn yaml_to_json(text: &str) -> Option<Json> {
+    let script = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    let usable = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("python3 with PyYAML (Debian's python3-yaml)", usable) {
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not YAML: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn promtool_check_rules_is_clean() {
+    if !require_command("promtool") {
+        return;
+    }
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .args(rule_files())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check rules:\n{text}");
+    assert!(!text.contains("WARNING"), "promtool check rules warns:\n{text}");
+}
+
+#[test]
+fn promtool_unit_tests_pass() {
+    if !require_command("promtool") {
+        return;
+    }
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .args(files_in("tests", "yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Label sets of an input series selector `name{a="b", ...}` without `__name__` and `le`:
+/// which guest, node or collector the series belongs to.
+fn series_identity(selector: &str) -> Vec<(String, String)> {
+    let inner = selector
+        .split_once('{')
+        .and_then(|(_, rest)| rest.rsplit_once('}'))
+        .map_or("", |(inner, _)| inner);
+    let mut labels: Vec<(String, String)> = inner
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .filter(|(k, _)| k != "le")
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// promtool only proves the alerts its tests name. Every alert of mixin/rules must have a test
+/// case where it fires, and that case must hold a series of another guest (or node) than the
+/// ones it fires for: promtool fails on an unexpected alert, so that series proves silence.
+#[test]
+fn every_alert_has_a_firing_and_a_silent_unit_test() {
+    let mut alerts = Vec::new();
+    for file in rule_files() {
+        let Some(rules) = yaml_to_json(&std::fs::read_to_string(&file).unwrap()) else {
+            return;
+        };
+        for group in rules["groups"].as_array().unwrap() {
+            for rule in group["rules"].as_array().unwrap() {
+                if let Some(name) = rule["alert"].as_str() {
+                    alerts.push(name.to_owned());
+                }
+            }
+        }
+    }
+    assert!(alerts.len() >= 9, "alerts: {alerts:?}");
+    let mut proven = Vec::new();
+    for file in files_in("tests", "yaml") {
+        let Some(tests) = yaml_to_json(&std::fs::read_to_string(&file).unwrap()) else {
+            return;
+        };
+        for case in tests["tests"].as_array().unwrap() {
+            let identities: Vec<_> = case["input_series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| series_identity(s["series"].as_str().unwrap()))
+                .collect();
+            for test in case["alert_rule_test"].as_array().into_iter().flatten() {
+                let expected = test["exp_alerts"].as_array().cloned().unwrap_or_default();
+                if expected.is_empty() {
+                    continue;
+                }
+                let fired: Vec<_> = expected
+                    .iter()
+                    .map(|a| {
+                        let mut labels: Vec<(String, String)> = a["exp_labels"]
+                            .as_object()
+                            .unwrap()
+                            .iter()
+                            .filter(|(k, _)| !["severity", "resource"].contains(&k.as_str()))
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                            .collect();
+                        labels.sort();
+                        labels
+                    })
+                    .collect();
+                if identities.iter().any(|id| !fired.contains(id)) {
+                    proven.push(test["alertname"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    let unproven: Vec<_> = alerts.iter().filter(|a| !proven.contains(a)).collect();
+    assert!(
+        unproven.is_empty(),
+        "alerts without a firing test beside a silent series: {unproven:?}"
+    );
+}
+
+/// Where a dashboard expression comes from: the dashboard file and the panel (or variable).
+#[derive(Debug, Clone)]
+struct Query {
+    origin: String,
+    expr: String,
+}
+
+/// Every query of a dashboard: each panel's targets (rows' nested panels included) and each
+/// query variable's `label_values(selector, label)`, as the PromQL Grafana's variable asks
+/// (`group by (label) (selector)`).
+fn dashboard_queries(file: &str, dashboard: &Json) -> Vec<Query> {
+    fn panels(file: &str, list: &Json, out: &mut Vec<Query>) {
+        for panel in list.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("(untitled)");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{file}: {title}: target without expr"));
+                out.push(Query {
+                    origin: format!("{file}: panel \"{title}\""),
+                    expr: expr.to_owned(),
+                });
+            }
+            panels(file, &panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(file, &dashboard["panels"], &mut out);
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if variable["type"] != "query" {
+            continue;
+        }
+        let name = variable["name"].as_str().unwrap();
+        let text = variable["query"]["query"].as_str().unwrap();
+        let args = text
+            .strip_prefix("label_values(")
+            .and_then(|t| t.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{file}: variable {name}: not label_values(...): {text}"));
+        let (selector, label) = args.rsplit_once(',').unwrap();
+        out.push(Query {
+            origin: format!("{file}: variable \"{name}\""),
+            expr: format!("group by ({}) ({selector})", label.trim()),
+        });
+    }
+    out
+}
+
+fn all_dashboard_queries() -> Vec<Query> {
+    let mut out = Vec::new();
+    for file in files_in("dashboards", "json") {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let dashboard: Json =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        out.extend(dashboard_queries(&name, &dashboard));
+    }
+    out
+}
+
+/// Grafana's variables replaced as Grafana would for one node and the guests chosen.
+fn substitute(expr: &str, instance: &str, guests: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("${datasource}", "")
+        .replace("$instance", instance)
+        .replace("$container_id", guests)
+}
+
+/// An alert's expression with its top-level comparisons made `bool`: `x > 0.9` becomes
+/// `x > bool 0.9`, which returns a sample for every series the comparison looks at, firing or
+/// not. Label matchers (`{a!="b"}`), strings and range selectors are left alone.
+fn with_bool_comparisons(expr: &str) -> String {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = String::new();
+    let (mut braces, mut brackets, mut quote) = (0, 0, None::<char>);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' && i + 1 < chars.len() {
+                out.push(chars[i + 1]);
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '{' => braces += 1,
+            '}' => braces -= 1,
+            '[' => brackets += 1,
+            ']' => brackets -= 1,
+            _ => {}
+        }
+        let next = chars.get(i + 1).copied();
+        let operator = match (c, next) {
+            ('=' | '!' | '>' | '<', Some('=')) => 2,
+            ('>' | '<', _) => 1,
+            _ => 0,
+        };
+        if operator > 0 && braces == 0 && brackets == 0 {
+            out.extend(&chars[i..i + operator]);
+            i += operator;
+            let rest: String = chars[i..].iter().collect();
+            if !rest.trim_start().starts_with("bool") {
+                out.push_str(" bool");
+            }
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn comparisons_become_bool_outside_matchers() {
+    assert_eq!(with_bool_comparisons("x > 0.9"), "x > bool 0.9");
+    assert_eq!(
+        with_bool_comparisons(r#"up{job="a",x!="b"} == 0"#),
+        r#"up{job="a",x!="b"} == bool 0"#
+    );
+    assert_eq!(
+        with_bool_comparisons("time() - t >= 600 and y <= bool 2"),
+        "time() - t >= bool 600 and y <= bool 2"
+    );
+    assert_eq!(
+        with_bool_comparisons(r#"rate(a{b=~"<x>"}[5m]) < 1"#),
+        r#"rate(a{b=~"<x>"}[5m]) < bool 1"#
+    );
+    assert_eq!(with_bool_comparisons("sum(x)"), "sum(x)");
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server of Debian's package on a loopback port, with its own config and
+/// storage in a temp dir, scraping one exporter every second and evaluating the mixin's rules
+/// every second. Killed and its directory removed on drop.
+struct Prometheus {
+    child: Child,
+    address: SocketAddr,
+    instance: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(exporter: SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let rules: Vec<String> = rule_files().iter().map(|p| format!("  - {}", p.display())).collect();
+        // The job name is the one the alert rules and the README's scrape config use.
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: metrics-exporter\n    static_configs:\n      - targets: ['{exporter}']\n",
+            rules.join("\n")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        let mut prometheus = Prometheus {
+            child,
+            address,
+            instance: exporter.to_string(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                let log = std::fs::read_to_string(prometheus._dir.path().join("stderr")).unwrap_or_default();
+                panic!("prometheus exited with {status}: {log}");
+            }
+            if http::get(address, "/-/ready").is_ok_and(|r| r.status == 200) {
+                return prometheus;
+            }
+            assert!(Instant::now() < deadline, "prometheus was not ready within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The instant vector `expr` evaluates to now, or Prometheus's error.
+    fn query(&self, expr: &str) -> Result<Vec<Json>, String> {
+        let path = format!("/api/v1/query?query={}", url_encode(expr));
+        let response = http::get(self.address, &path).map_err(|e| e.to_string())?;
+        let body = response.json();
+        if body["status"] != "success" {
+            return Err(format!("{}: {}", body["errorType"], body["error"]));
+        }
+        Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Every rule Prometheus loaded: (group, name, expr, is_alert, health, last error).
+    fn rules(&self) -> Vec<LoadedRule> {
+        let body = http::get(self.address, "/api/v1/rules").unwrap().json();
+        let mut out = Vec::new();
+        for group in body["data"]["groups"].as_array().unwrap() {
+            for rule in group["rules"].as_array().unwrap() {
+                out.push(LoadedRule {
+                    name: rule["name"].as_str().unwrap().to_owned(),
+                    expr: rule["query"].as_str().unwrap().to_owned(),
+                    alert: rule["type"] == "alerting",
+                    health: rule["health"].as_str().unwrap_or("").to_owned(),
+                    error: rule["lastError"].as_str().unwrap_or("").to_owned(),
+                    labels: rule["labels"].clone(),
+                    annotations: rule["annotations"].clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct LoadedRule {
+    name: String,
+    expr: String,
+    alert: bool,
+    health: String,
+    error: String,
+    labels: Json,
+    annotations: Json,
+}
+
+/// What one source of series cannot have, so its expressions must come back empty there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    /// fixtures/proxmox-host: no eBPF programs (run-queue latency, task and socket counters).
+    Fixture,
+    /// The real-guest rig: a standalone node, no cluster series; on a hybrid cgroup layout no
+    /// `memory.events` (cgroup v1 has none), so no `container_memory_events_total`.
+    Rig { hybrid: bool },
+}
+
+impl Source {
+    fn cannot_have(self, expr: &str) -> bool {
+        match self {
+            Source::Fixture => ["container_runqueue_latency", "container_tasks_", "container_socket_"]
+                .iter()
+                .any(|m| expr.contains(m)),
+            Source::Rig { hybrid } => {
+                expr.contains("pve_cluster_") || (hybrid && expr.contains("container_memory_events_total"))
+            }
+        }
+    }
+}
+
+/// Every dashboard and rule expression against `prometheus`: each returns data, or, where the
+/// source cannot have the series, nothing. Polls until all answer (the first scrapes and rule
+/// evaluations take a few seconds) or 40 s have passed, then fails with every offender.
+fn every_expression_answers(prometheus: &Prometheus, source: Source) {
+    let started = Instant::now();
+    let rules = prometheus.rules();
+    let alerts = rules.iter().filter(|r| r.alert).count();
+    let records = rules.len() - alerts;
+    assert!(alerts >= 9 && records >= 9, "rules loaded: {rules:?}");
+    for rule in rules.iter().filter(|r| r.alert && r.labels["severity"].is_string()) {
+        for key in ["summary", "description"] {
+            let text = rule.annotations[key].as_str().unwrap_or("");
+            assert!(!text.is_empty(), "{}: no {key}", rule.name);
+            if rule.name.starts_with("ProxmoxGuest") {
+                for label in ["$labels.container_id", "$labels.host_name"] {
+                    assert!(
+                        text.contains(label),
+                        "{}: {key} does not name the guest by {label}",
+                        rule.name
+                    );
+                }
+            }
+        }
+    }
+
+    // The running guests this node reports: what Grafana's "All" would select.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let guests = loop {
+        let running = prometheus
+            .query(r#"pve_guest_info{status="running"}"#)
+            .unwrap_or_default();
+        if !running.is_empty() {
+            let ids: Vec<&str> = running
+                .iter()
+                .map(|s| s["metric"]["container_id"].as_str().unwrap())
+                .collect();
+            break ids.join("|");
+        }
+        assert!(Instant::now() < deadline, "no running guest scraped within 40 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    let mut queries: Vec<Query> = all_dashboard_queries()
+        .into_iter()
+        .map(|q| Query {
+            expr: substitute(&q.expr, &prometheus.instance, &guests),
+            ..q
+        })
+        .collect();
+    for rule in &rules {
+        queries.push(Query {
+            origin: format!("{} {}", if rule.alert { "alert" } else { "recording rule" }, rule.name),
+            expr: if rule.alert {
+                with_bool_comparisons(&rule.expr)
+            } else {
+                rule.expr.clone()
+            },
+        });
+    }
+    assert!(queries.len() > 60, "only {} expressions", queries.len());
+
+    let failures = loop {
+        let mut failures = Vec::new();
+        for q in &queries {
+            let must_be_empty = source.cannot_have(&q.expr);
+            match prometheus.query(&q.expr) {
+                Err(e) => failures.push(format!("{}: {e}\n    {}", q.origin, q.expr)),
+                Ok(result) if result.is_empty() && !must_be_empty => {
+                    failures.push(format!("{}: no data\n    {}", q.origin, q.expr))
+                }
+                Ok(result) if !result.is_empty() && must_be_empty => failures.push(format!(
+                    "{}: data where {source:?} has none ({} series)\n    {}",
+                    q.origin,
+                    result.len(),
+                    q.expr
+                )),
+                Ok(_) => {}
+            }
+        }
+        if failures.is_empty() || Instant::now() > deadline {
+            break failures;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let answered = queries.iter().filter(|q| !source.cannot_have(&q.expr)).count();
+    println!(
+        "{source:?}: {answered} expressions returned data, {} were empty as they must be, {} failed ({:.1} s after Prometheus was ready)",
+        queries.len() - answered,
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{source:?}:\n  {}", failures.join("\n  "));
+
+    let unhealthy: Vec<_> = prometheus
+        .rules()
+        .into_iter()
+        .filter(|r| r.health != "ok" || !r.error.is_empty())
+        .map(|r| format!("{} ({}): {}", r.name, r.health, r.error))
+        .collect();
+    assert!(
+        unhealthy.is_empty(),
+        "rules Prometheus could not evaluate: {unhealthy:?}"
+    );
+}
+
+fn prometheus_available() -> bool {
+    require_command("prometheus")
+}
+
+#[test]
+fn every_expression_returns_data_over_the_proxmox_fixture() {
+    if !prometheus_available() {
+        return;
+    }
+    let mut env = fixture_env("proxmox-host", "proxmox");
+    env.push(("COLLECTION_INTERVAL".into(), "1".into()));
+    let exporter = Exporter::start(&env);
+    let prometheus = Prometheus::start(exporter.address);
+    every_expression_answers(&prometheus, Source::Fixture);
+}
+
+#[test]
+fn every_expression_returns_data_over_the_real_guest_rig() {
+    if !require("root", is_root()) || !prometheus_available() {
+        return;
+    }
+    if let Some(why) = guest_rig::rig::unavailable() {
+        require(&why, false);
+        return;
+    }
+    use guest_rig::rig::{RIG_ROOT, Rig};
+    let dir = PathBuf::from(RIG_ROOT).join(format!("mixin-{}", std::process::id()));
+    let rig = Rig::up(&dir).unwrap_or_else(|e| panic!("rig up: {e:#}"));
+    let d = rig.description.clone();
+    let mut env = d.exporter_env();
+    env.push(("COLLECTION_INTERVAL".into(), "1".into()));
+    env.push(("LOG_LEVEL".into(), "warn".into()));
+    let exporter = Exporter::start(&env);
+    let prometheus = Prometheus::start(exporter.address);
+    let hybrid = guest_rig::cgroups::Hierarchies::read().unwrap().hybrid();
+    every_expression_answers(&prometheus, Source::Rig { hybrid });
+    drop(prometheus);
+    drop(exporter);
+    let cgroups = rig.cgroups.clone();
+    rig.down();
+    let left = d.leftovers(&cgroups);
+    assert!(left.is_empty(), "the rig left behind: {left:?}");
+}
+
+/// The README's collector config: the first ```yaml block of its OTLP section.
+fn readme_collector_config() -> String {
+    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("OpenTelemetry (OTLP)"))
+        .expect("README has an OpenTelemetry (OTLP) section");
+    let block = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the OTLP section has a yaml block")
+        .0;
+    block.to_owned()
+}
+
+/// Without a collector binary (Debian has none), what the collector's own config check would
+/// refuse first: YAML syntax, an OTLP gRPC receiver on the exporter's default port, and a
+/// metrics pipeline naming only components defined above it.
+#[test]
+fn readme_collector_config_parses_and_its_pipeline_is_complete() {
+    let Some(config) = yaml_to_json(&readme_collector_config()) else {
+        return;
+    };
+    let grpc = &config["receivers"]["otlp"]["protocols"]["grpc"];
+    assert!(grpc.is_object(), "no otlp grpc receiver: {config}");
+    assert!(
+        grpc["endpoint"].as_str().is_some_and(|e| e.ends_with(":4317")),
+        "the receiver is not on 4317, the exporter's default: {grpc}"
+    );
+    let pipeline = &config["service"]["pipelines"]["metrics"];
+    assert!(pipeline.is_object(), "no metrics pipeline: {config}");
+    for (kind, required) in [("receivers", true), ("processors", false), ("exporters", true)] {
+        let names = pipeline[kind].as_array().cloned().unwrap_or_default();
+        assert!(!required || !names.is_empty(), "the pipeline has no {kind}");
+        for name in names {
+            let name = name.as_str().unwrap();
+            assert!(
+                config[kind].get(name).is_some(),
+                "the pipeline's {kind} entry {name} is not defined in {kind}"
+            );
+        }
+    }
+}
