@@ -598,6 +598,7 @@ fn every_expression_returns_data_over_the_real_guest_rig() {
     env.push(("LOG_LEVEL".into(), "warn".into()));
     let exporter = Exporter::start(&env);
     let prometheus = Prometheus::start(exporter.address);
+    oom_kill_fires_its_alert(&rig, &prometheus);
     let hybrid = guest_rig::cgroups::Hierarchies::read().unwrap().hybrid();
     every_expression_answers(&prometheus, Source::Rig { hybrid });
     drop(prometheus);
@@ -606,6 +607,74 @@ fn every_expression_returns_data_over_the_real_guest_rig() {
     rig.down();
     let left = d.leftovers(&cgroups);
     assert!(left.is_empty(), "the rig left behind: {left:?}");
+}
+
+/// A real OOM kill in container A (a 400 MB read buffer under its 256 MiB limit) after
+/// Prometheus has scraped A's counter: ProxmoxGuestOOMKilled fires for A, naming it by vmid and
+/// name, and for no other guest of the rig.
+fn oom_kill_fires_its_alert(rig: &guest_rig::rig::Rig, prometheus: &Prometheus) {
+    use guest_rig::rig::Role;
+    let d = &rig.description;
+    let a = d.container(Role::A);
+    let vmid = a.spec.vmid.to_string();
+    let counter = format!(r#"container_oom_kills_total{{container_id="{vmid}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while prometheus.query(&counter).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "A's OOM counter was not scraped within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hog = guest_rig::lxc::attach_command(
+        rig.lxcpath(),
+        a.spec.vmid,
+        &[],
+        &["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=400M", "count=1"],
+    )
+    .output()
+    .unwrap();
+    assert!(!hog.status.success(), "the memory hog was not killed: {hog:?}");
+    let ours: Vec<String> = d
+        .containers
+        .iter()
+        .map(|c| c.spec.vmid)
+        .chain(d.vms.iter().map(|v| v.spec.vmid))
+        .map(|v| v.to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let firing = loop {
+        let body = http::get(prometheus.address, "/api/v1/alerts").unwrap().json();
+        let firing: Vec<Json> = body["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|alert| alert["labels"]["alertname"] == "ProxmoxGuestOOMKilled" && alert["state"] == "firing")
+            .filter(|alert| {
+                alert["labels"]["container_id"]
+                    .as_str()
+                    .is_some_and(|id| ours.iter().any(|o| o == id))
+            })
+            .cloned()
+            .collect();
+        if !firing.is_empty() {
+            break firing;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ProxmoxGuestOOMKilled did not fire for A within 20 s of the kill"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let ids: Vec<&str> = firing
+        .iter()
+        .map(|alert| alert["labels"]["container_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [vmid.as_str()], "the alert fired for other guests than A");
+    let description = firing[0]["annotations"]["description"].as_str().unwrap();
+    let name = &a.config.name;
+    assert!(
+        description.contains(&format!("guest {vmid} ({name})")),
+        "the description does not name A: {description}"
+    );
+    println!("ProxmoxGuestOOMKilled fired for A: {description}");
 }
 
 /// The README's collector config: the first ```yaml block of its OTLP section.
