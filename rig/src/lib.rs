@@ -19,5 +19,6 @@ pub mod qemu;
 pub mod report;
 pub mod rig;
 pub mod rootfs;
+pub mod single;
 pub mod truth;
 pub mod vm;

@@ -5,6 +5,8 @@
 //! - `cargo xtask test`: installs what is missing (including the test peers: Prometheus,
 //!   promtool, node_exporter) and runs the whole suite: fmt, clippy, tests.
 //! - `cargo xtask setup`: only installs.
+//! - `cargo xtask deb [--deb-version V] [--output DIR]`: the Debian package (cargo-deb), checked
+//!   by lintian.
 //! - `cargo xtask rig up|down|status [DIR]`: the real-guest rig (real LXC containers and QEMU
 //!   guests laid out as Proxmox VE lays them out), for a person who wants to look.
 //!
@@ -16,6 +18,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 mod compare;
+mod deb;
 mod rig;
 mod setup;
 
@@ -49,8 +52,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("compare") => compare::run(&args[1..]),
         Some("rig") => rig::run(&args[1..]),
+        Some("deb") => deb::run_deb(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test|compare|rig>");
+            eprintln!("usage: cargo xtask <setup|run|test|compare|rig|deb>");
             return ExitCode::from(2);
         }
     };

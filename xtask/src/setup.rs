@@ -114,6 +114,10 @@ pub(crate) const RIG_PACKAGES: &[&str] = &[
     "binutils",
 ];
 
+pub(crate) fn lintian_available() -> bool {
+    succeeds("lintian", &["--version"])
+}
+
 /// Installs what `run` needs, and with `for_tests` what the test suite needs too.
 pub fn all(for_tests: bool) -> anyhow::Result<()> {
     ebpf_toolchain()?;
@@ -127,6 +131,8 @@ pub fn all(for_tests: bool) -> anyhow::Result<()> {
             "systemd",
             // exporter/tests/ebpf_binary.rs proves --check-config and --once make no bpf() call.
             "strace",
+            // exporter/tests/package.rs and `cargo xtask deb`: the package has no lintian error.
+            "lintian",
         ])?;
         apt_install(RIG_PACKAGES)?;
         if !succeeds("rustup", &["component", "list", "--installed"]) {

@@ -1,0 +1,383 @@
+//! The Debian package (issue 13, point 1): `cargo xtask deb` builds it, lintian finds no error
+//! in it, and in a real Debian 12 system container (LXC, systemd as PID 1, a memory limit; the
+//! rig's `SystemdContainer`) `apt install ./metrics-exporter_*.deb` enables and starts the
+//! service, which serves /metrics with the container's memory limit as its memory total (lxcfs
+//! stays visible through the unit's sandbox), runs as `metrics-exporter` with no capability (the
+//! README's statement for the container unit); an edit of /etc/default/metrics-exporter survives
+//! an upgrade to a rebuilt package with a higher version, which restarts the service; remove
+//! stops it; purge leaves nothing behind (package, files, user, group, unit state).
+//!
+//! Also, without privileges: debian/metrics-exporter.default lists every variable of
+//! `config::VARIABLES`, commented out at its default (`UPDATE_DEFAULT_FILE=1` rewrites it).
+//!
+//! The root test prints the package's size, its install time in the container and the time from
+//! `apt install` to the first served /metrics (the closing note copies them).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{is_root, parse_exposition, require, require_command, value};
+use guest_rig::single::SystemdContainer;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The default file the package installs, rendered from the exporter's variable table.
+fn default_file_text() -> String {
+    let mut out = String::from(
+        "# /etc/default/metrics-exporter: the environment of metrics-exporter.service (in a\n\
+         # container) and metrics-exporter-ebpf.service (on a host). Every variable the exporter\n\
+         # reads is listed, commented out at its default: uncomment a line and set a value, then\n\
+         # `systemctl restart metrics-exporter metrics-exporter-ebpf`. Package upgrades keep\n\
+         # your edits (a conffile). Generated from the table in exporter/src/config.rs.\n",
+    );
+    for (name, default, meaning) in metrics_exporter::config::VARIABLES {
+        out.push_str(&format!("\n# {name}: {meaning}\n"));
+        if default.starts_with('(') {
+            // A default that is a rule, not a value: say it, leave the value empty.
+            out.push_str(&format!("# default: {}\n#{name}=\n", default.trim_matches(['(', ')'])));
+        } else {
+            out.push_str(&format!("#{name}={default}\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn default_file_lists_every_variable_commented_at_its_default() {
+    let path = repo().join("debian/metrics-exporter.default");
+    let expected = default_file_text();
+    if std::env::var_os("UPDATE_DEFAULT_FILE").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        shipped == expected,
+        "{} differs from config::VARIABLES; UPDATE_DEFAULT_FILE=1 cargo test -p metrics-exporter \
+         --test package default_file rewrites it",
+        path.display()
+    );
+    // Every line is a comment: the defaults apply until the administrator uncomments one.
+    assert!(shipped.lines().all(|l| l.is_empty() || l.starts_with('#')));
+    assert!(shipped.contains("\n#METRICS_PORT=9100\n"));
+}
+
+/// Builds the package with `cargo xtask deb` into `out`; returns its path.
+fn build_package(out: &Path, deb_version: Option<&str>) -> PathBuf {
+    // A target dir of its own: the outer `cargo test` may hold the locks of its own.
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("package-build");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["run", "--quiet", "--package", "xtask", "--", "deb", "--output"])
+        .arg(out);
+    if let Some(version) = deb_version {
+        command.args(["--deb-version", version]);
+    }
+    let output = command.output().expect("cargo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "cargo xtask deb failed: {stderr}");
+    let path = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .expect("cargo xtask deb prints the package path")
+        .trim()
+        .to_owned();
+    PathBuf::from(path)
+}
+
+fn deb_field(deb: &Path, field: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `/proc/<pid>/status` field `name` (e.g. `Uid`, `CapEff`), read inside the container.
+fn status_field(ct: &SystemdContainer, pid: &str, name: &str) -> String {
+    let status = ct.attach(&["cat", &format!("/proc/{pid}/status")]).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
+
+fn main_pid(ct: &SystemdContainer, unit: &str) -> String {
+    ct.attach(&["systemctl", "show", "--property=MainPID", "--value", unit])
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn is_active(ct: &SystemdContainer, unit: &str) -> String {
+    // `systemctl is-active` exits non-zero for anything but active: read its word either way.
+    let out = guest_rig::lxc::attach_command(&ct.lxcpath, ct.spec.vmid, &[], &["systemctl", "is-active", unit])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Scrapes /metrics on the container's bridge address until it answers 200 or `limit` passes.
+fn first_metrics(address: SocketAddr, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(response) = guest_rig::http::get(address, "/metrics")
+            && response.status == 200
+        {
+            return Some(response.text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Runs a command inside the container with apt's non-interactive front end.
+fn apt(ct: &SystemdContainer, args: &[&str]) -> String {
+    let mut argv = vec!["apt-get", "-y", "-q"];
+    argv.extend(args);
+    guest_rig::lxc::attach_env_output(
+        &ct.lxcpath,
+        ct.spec.vmid,
+        &[("DEBIAN_FRONTEND", "noninteractive")],
+        &argv,
+    )
+    .unwrap_or_else(|e| panic!("apt-get {args:?}: {e:#}"))
+}
+
+/// Executables of running processes inside the container that are the exporter.
+fn exporter_processes(ct: &SystemdContainer) -> String {
+    ct.attach(&[
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do readlink $p/exe; done | grep metrics-exporter || true",
+    ])
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn package_installs_upgrades_and_purges_in_a_systemd_container() {
+    let why = guest_rig::rig::unavailable();
+    if !require(
+        &format!("root and the rig's tools ({})", why.clone().unwrap_or_default()),
+        is_root() && why.is_none(),
+    ) || !require_command("lintian")
+        || !require_command("dpkg-deb")
+    {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let first = build_package(out.path(), None);
+    let version = deb_field(&first, "Version");
+    // A rebuilt package with a higher version: the same tree, the revision bumped.
+    let upgraded_version = format!("{version}+rebuild1");
+    let second_dir = out.path().join("upgrade");
+    let second = build_package(&second_dir, Some(&upgraded_version));
+    assert_eq!(deb_field(&second, "Version"), upgraded_version);
+    let file_name = first.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(file_name, format!("metrics-exporter_{version}_amd64.deb"));
+
+    // lintian: no error (warnings and informational tags are printed, not failed on).
+    let lintian = Command::new("lintian")
+        .args(["--fail-on", "error"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    let lintian_text = String::from_utf8_lossy(&lintian.stdout).to_string();
+    eprintln!("lintian:\n{lintian_text}");
+    assert!(lintian.status.success(), "lintian reports errors:\n{lintian_text}");
+    assert!(!lintian_text.lines().any(|l| l.starts_with("E: ")), "{lintian_text}");
+
+    // The package's contents.
+    let contents = Command::new("dpkg-deb").arg("--contents").arg(&first).output().unwrap();
+    let contents = String::from_utf8_lossy(&contents.stdout).to_string();
+    for path in [
+        "./usr/bin/metrics-exporter",
+        "./lib/systemd/system/metrics-exporter.service",
+        "./lib/systemd/system/metrics-exporter-ebpf.service",
+        "./etc/default/metrics-exporter",
+        "./usr/share/doc/metrics-exporter/README.md",
+        "./usr/share/doc/metrics-exporter/copyright",
+    ] {
+        assert!(contents.contains(path), "{path} missing from the package:\n{contents}");
+    }
+    let conffiles = Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(&first)
+        .arg("conffiles")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&conffiles.stdout).trim(),
+        "/etc/default/metrics-exporter",
+        "the default file is the package's one conffile"
+    );
+
+    let memory_mib = 512;
+    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!("package-{}", std::process::id()));
+    let ct = SystemdContainer::up(&dir, memory_mib, false).expect("the Debian systemd container comes up");
+    let address = SocketAddr::from((ct.spec.address, 9100));
+    ct.copy_in(&first, &format!("/root/{file_name}")).unwrap();
+    let second_name = second.file_name().unwrap().to_string_lossy().into_owned();
+    ct.copy_in(&second, &format!("/root/{second_name}")).unwrap();
+
+    // Install, timing apt and, in parallel, the first answered /metrics.
+    let started = Instant::now();
+    let installer = {
+        let lxcpath = ct.lxcpath.clone();
+        let vmid = ct.spec.vmid;
+        let deb = format!("/root/{file_name}");
+        std::thread::spawn(move || {
+            let result = guest_rig::lxc::attach_env_output(
+                &lxcpath,
+                vmid,
+                &[("DEBIAN_FRONTEND", "noninteractive")],
+                &["apt-get", "install", "-y", "-q", &deb],
+            );
+            (result, started.elapsed())
+        })
+    };
+    let first_text = first_metrics(address, Duration::from_secs(120));
+    let first_metrics_after = started.elapsed();
+    let (install_result, install_time) = installer.join().unwrap();
+    let install_log = install_result.unwrap_or_else(|e| panic!("apt install: {e:#}"));
+    let text = first_text.unwrap_or_else(|| panic!("no /metrics at {address} after install:\n{install_log}"));
+
+    // The container unit runs; the eBPF unit's condition (not in a container) keeps it off.
+    assert_eq!(is_active(&ct, "metrics-exporter.service"), "active");
+    assert_eq!(is_active(&ct, "metrics-exporter-ebpf.service"), "inactive");
+    assert_eq!(
+        ct.attach(&["systemctl", "is-enabled", "metrics-exporter.service"])
+            .unwrap()
+            .trim(),
+        "enabled"
+    );
+
+    // lxcfs visible through the sandbox: the memory total is the container's limit.
+    let series = parse_exposition(&text);
+    assert_eq!(
+        value(&series, "node_memory_total_bytes", &[]),
+        ct.memory_limit_bytes().map(|b| b as f64),
+        "memory total is not the container's limit"
+    );
+
+    // The process: user metrics-exporter (in www-data), no capability at all.
+    let pid = main_pid(&ct, "metrics-exporter.service");
+    let uid = ct.attach(&["id", "-u", "metrics-exporter"]).unwrap().trim().to_owned();
+    let groups = ct.attach(&["id", "-nG", "metrics-exporter"]).unwrap();
+    assert!(groups.split_whitespace().any(|g| g == "www-data"), "groups: {groups}");
+    let uids = status_field(&ct, &pid, "Uid");
+    assert!(
+        uids.split_whitespace().all(|u| u == uid),
+        "Uid: {uids}, metrics-exporter is {uid}"
+    );
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(status_field(&ct, &pid, cap), "0000000000000000", "{cap}");
+    }
+    let process_groups = status_field(&ct, &pid, "Groups");
+    assert!(
+        process_groups.split_whitespace().any(|g| g == "33"),
+        "Groups: {process_groups}"
+    );
+
+    // An administrator's edit, then an upgrade: the edit stays and applies (restarted).
+    ct.attach(&[
+        "sed",
+        "-i",
+        "s/^#METRICS_PORT=9100$/METRICS_PORT=9177/",
+        "/etc/default/metrics-exporter",
+    ])
+    .unwrap();
+    apt(&ct, &["install", &format!("/root/{second_name}")]);
+    assert_eq!(
+        ct.attach(&["dpkg-query", "-W", "-f=${Version}", "metrics-exporter"])
+            .unwrap(),
+        upgraded_version
+    );
+    let default_file = ct.attach(&["cat", "/etc/default/metrics-exporter"]).unwrap();
+    assert!(default_file.contains("\nMETRICS_PORT=9177\n"), "{default_file}");
+    assert_eq!(is_active(&ct, "metrics-exporter.service"), "active");
+    assert_ne!(
+        main_pid(&ct, "metrics-exporter.service"),
+        pid,
+        "the upgrade restarts the service"
+    );
+    let after_upgrade = first_metrics(SocketAddr::from((ct.spec.address, 9177)), Duration::from_secs(60));
+    assert!(
+        after_upgrade.is_some(),
+        "no /metrics on the edited port after the upgrade"
+    );
+    assert!(
+        guest_rig::http::get(address, "/metrics").is_err(),
+        "the old port still answers"
+    );
+
+    // Remove: stopped, binary gone, the conffile kept (until purge).
+    apt(&ct, &["remove", "metrics-exporter"]);
+    assert_eq!(exporter_processes(&ct), "", "an exporter still runs after remove");
+    assert_ne!(is_active(&ct, "metrics-exporter.service"), "active");
+    let status = ct
+        .attach(&["dpkg-query", "-W", "-f=${db:Status-Abbrev}", "metrics-exporter"])
+        .unwrap();
+    assert_eq!(status.trim(), "rc", "after remove only the conffile stays");
+
+    // Purge: nothing left.
+    apt(&ct, &["purge", "metrics-exporter"]);
+    let known = guest_rig::lxc::attach_command(
+        &ct.lxcpath,
+        ct.spec.vmid,
+        &[],
+        &["dpkg-query", "-W", "metrics-exporter"],
+    )
+    .output()
+    .unwrap();
+    assert!(!known.status.success(), "dpkg still knows the package after purge");
+    for database in ["passwd", "group"] {
+        let entry = guest_rig::lxc::attach_command(
+            &ct.lxcpath,
+            ct.spec.vmid,
+            &[],
+            &["getent", database, "metrics-exporter"],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            !entry.status.success(),
+            "{database} still has metrics-exporter after purge"
+        );
+    }
+    let leftovers = ct
+        .attach(&[
+            "sh",
+            "-c",
+            "ls -d /etc/default/metrics-exporter /usr/bin/metrics-exporter /lib/systemd/system/metrics-exporter* \
+             /etc/systemd/system/*/metrics-exporter* /var/lib/systemd/deb-systemd-helper-enabled/*metrics-exporter* \
+             /var/lib/systemd/deb-systemd-helper-enabled/*/metrics-exporter* /var/lib/metrics-exporter \
+             /var/lib/private/metrics-exporter /usr/share/doc/metrics-exporter /usr/share/metrics-exporter 2>/dev/null || true",
+        ])
+        .unwrap();
+    assert_eq!(leftovers.trim(), "", "left behind after purge");
+    assert_eq!(exporter_processes(&ct), "");
+
+    let size = std::fs::metadata(&first).unwrap().len();
+    ct.down();
+    eprintln!(
+        "package {file_name}: {size} bytes ({:.1} MiB); apt install in the container: {:.2} s; \
+         apt install to first served /metrics: {:.2} s",
+        size as f64 / 1048576.0,
+        install_time.as_secs_f64(),
+        first_metrics_after.as_secs_f64()
+    );
+}
