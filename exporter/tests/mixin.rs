@@ -12,7 +12,8 @@
 //! - the README's collector config parses as YAML and its pipeline refers only to receivers,
 //!   processors and exporters it defines (no collector binary exists in Debian to validate it).
 //!
-//! YAML is read through python3's PyYAML (Debian's python3-yaml) into JSON; Prometheus parses
+//! YAML is read through python3's PyYAML (Debian's python3-yaml, which `cargo xtask setup`
+//! brings with llvm-22-dev's llvm-22-tools) into JSON; Prometheus parses
 //! the rule files itself and the test reads them back from its `/api/v1/rules`.
 
 #[allow(unused_imports)]
@@ -248,6 +249,74 @@ fn all_dashboard_queries() -> Vec<Query> {
         out.extend(dashboard_queries(&name, &dashboard));
     }
     out
+}
+
+fn load_dashboard(name: &str) -> Json {
+    let path = mixin_dir().join("dashboards").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// What the issue asks of the dashboards' shape: the three variables, every panel on the
+/// chosen data source with a query, the overview's row repeated per guest holding the
+/// quantities it names (run-queue latency as a heatmap of the histogram's buckets), and the
+/// detail dashboard's single guest.
+#[test]
+fn dashboards_have_the_variables_and_a_row_per_guest() {
+    for name in ["proxmox-host-overview.json", "proxmox-guest-detail.json"] {
+        let dashboard = load_dashboard(name);
+        let variables = dashboard["templating"]["list"].as_array().unwrap();
+        let names: Vec<&str> = variables.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["datasource", "instance", "container_id"], "{name}");
+        assert_eq!(variables[0]["type"], "datasource", "{name}");
+        assert_eq!(variables[0]["query"], "prometheus", "{name}");
+        let multi = variables[2]["multi"] == true;
+        assert_eq!(multi, name.contains("overview"), "{name}: container_id multi-valued");
+        let panels = dashboard["panels"].as_array().unwrap();
+        for panel in panels.iter().filter(|p| p["type"] != "row") {
+            let title = panel["title"].as_str().unwrap();
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{name}: {title}");
+            assert!(
+                panel["targets"].as_array().is_some_and(|t| !t.is_empty()),
+                "{name}: {title} has no query"
+            );
+        }
+        let heatmap = panels
+            .iter()
+            .find(|p| p["type"] == "heatmap")
+            .unwrap_or_else(|| panic!("{name}: no heatmap"));
+        assert_eq!(heatmap["targets"][0]["format"], "heatmap");
+        assert!(
+            heatmap["targets"][0]["expr"]
+                .as_str()
+                .unwrap()
+                .contains("container_runqueue_latency_seconds_bucket")
+        );
+    }
+    let overview = load_dashboard("proxmox-host-overview.json");
+    let panels = overview["panels"].as_array().unwrap();
+    let row = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["repeat"] == "container_id")
+        .expect("a row repeated over container_id");
+    let in_row: Vec<&str> = panels[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "CPU against its limit",
+        "CPU throttling",
+        "Memory against its limit",
+        "Swap",
+        "Pressure (PSI some)",
+        "Disk IO",
+        "Network",
+        "OOM kills",
+        "Run-queue latency",
+        "Task churn",
+    ] {
+        assert!(in_row.contains(&wanted), "the guest row lacks {wanted}: {in_row:?}");
+    }
 }
 
 /// Grafana's variables replaced as Grafana would for one node and the guests chosen.
