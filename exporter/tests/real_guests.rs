@@ -309,68 +309,46 @@ fn host_checks(
         let li = [("container_id", id.as_str()), ("interface", net.as_str())];
         let (hb, ha) = (before.host_net.get(host_dev), after.host_net.get(host_dev));
         let q = |what: &str, end: &str| format!("{net} {what} (guest view; {end})");
-        // The guest receives what the host side transmits, and the other way round.
-        let host_end = format!("host side {host_dev}");
-        c.check(
-            guest,
-            &q("received bytes", &host_end),
-            "container_network_receive_bytes_total",
-            &li,
-            between(hb.map(|n| n.tx_bytes), ha.map(|n| n.tx_bytes)),
-        );
-        c.check(
-            guest,
-            &q("received packets", &host_end),
-            "container_network_receive_packets_total",
-            &li,
-            between(hb.map(|n| n.tx_packets), ha.map(|n| n.tx_packets)),
-        );
-        c.check(
-            guest,
-            &q("sent bytes", &host_end),
-            "container_network_transmit_bytes_total",
-            &li,
-            between(hb.map(|n| n.rx_bytes), ha.map(|n| n.rx_bytes)),
-        );
-        c.check(
-            guest,
-            &q("sent packets", &host_end),
-            "container_network_transmit_packets_total",
-            &li,
-            between(hb.map(|n| n.rx_packets), ha.map(|n| n.rx_packets)),
-        );
+        // The guest receives what the host side transmits, and the other way round; the guest
+        // side (where the rig can read it) counts from the guest's own view.
+        let mut ends = vec![(format!("host side {host_dev}"), hb, ha, true)];
         if let Some(name) = guest_dev {
             let gb = before.guest_net.get(&vmid).and_then(|n| n.get(name));
             let ga = after.guest_net.get(&vmid).and_then(|n| n.get(name));
-            let guest_end = format!("guest side {name}");
-            c.check(
-                guest,
-                &q("received bytes", &guest_end),
-                "container_network_receive_bytes_total",
-                &li,
-                between(gb.map(|n| n.rx_bytes), ga.map(|n| n.rx_bytes)),
-            );
-            c.check(
-                guest,
-                &q("received packets", &guest_end),
-                "container_network_receive_packets_total",
-                &li,
-                between(gb.map(|n| n.rx_packets), ga.map(|n| n.rx_packets)),
-            );
-            c.check(
-                guest,
-                &q("sent bytes", &guest_end),
-                "container_network_transmit_bytes_total",
-                &li,
-                between(gb.map(|n| n.tx_bytes), ga.map(|n| n.tx_bytes)),
-            );
-            c.check(
-                guest,
-                &q("sent packets", &guest_end),
-                "container_network_transmit_packets_total",
-                &li,
-                between(gb.map(|n| n.tx_packets), ga.map(|n| n.tx_packets)),
-            );
+            ends.push((format!("guest side {name}"), gb, ga, false));
+        }
+        for (end, b, a, host_view) in ends {
+            type Field = fn(&guest_rig::truth::NetCounters) -> u64;
+            let quantities: [(&str, &str, Field, Field); 4] = [
+                (
+                    "received bytes",
+                    "container_network_receive_bytes_total",
+                    |n| n.tx_bytes,
+                    |n| n.rx_bytes,
+                ),
+                (
+                    "received packets",
+                    "container_network_receive_packets_total",
+                    |n| n.tx_packets,
+                    |n| n.rx_packets,
+                ),
+                (
+                    "sent bytes",
+                    "container_network_transmit_bytes_total",
+                    |n| n.rx_bytes,
+                    |n| n.tx_bytes,
+                ),
+                (
+                    "sent packets",
+                    "container_network_transmit_packets_total",
+                    |n| n.rx_packets,
+                    |n| n.tx_packets,
+                ),
+            ];
+            for (what, metric, from_host, from_guest) in quantities {
+                let field = if host_view { from_host } else { from_guest };
+                c.check(guest, &q(what, &end), metric, &li, between(b.map(field), a.map(field)));
+            }
         }
         // The lead's scheme: `interface` is Proxmox's netN; the in-guest name and the host
         // device are on an info series of the guest.

@@ -1,6 +1,8 @@
-//! lxcfs for the rig's containers: the one already mounted (a `fuse.lxcfs` mount in
-//! /proc/self/mountinfo) or, when none runs, one the rig starts itself (no systemd here:
-//! `lxcfs -f -p <pid file> <mount dir>` in the rig dir), stopped and unmounted by the rig.
+//! lxcfs for the rig's containers: one the rig starts itself (no systemd here:
+//! `lxcfs -f -p <pid file> <mount dir>` in the rig dir), stopped and unmounted by the rig. Never
+//! one that is already mounted: that may be another rig's (tests run rigs in parallel), which
+//! stops it when it is done and leaves this rig's containers with "Transport endpoint is not
+//! connected". Several lxcfs instances at different mount points coexist.
 //! Produces the mount dir and an LXC mount hook that binds its `proc/*` files into a container
 //! (lxcfs's own hook hard-codes /var/lib/lxcfs).
 
@@ -10,25 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::ledger::{Ledger, Undo, process_start_time, unescape_mount_field};
+use crate::ledger::{Ledger, Undo, process_start_time};
 
-/// The mount point of a running lxcfs, from mountinfo text.
-pub fn mounted_lxcfs(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        if after.split(' ').next()? != "fuse.lxcfs" {
-            return None;
-        }
-        Some(PathBuf::from(unescape_mount_field(before.split(' ').nth(4)?)))
-    })
-}
-
-/// Uses the running lxcfs or starts one under `rig_dir`; returns its mount dir.
+/// Starts an lxcfs of the rig's own under `rig_dir`; returns its mount dir.
 pub fn ensure(rig_dir: &Path, ledger: &mut Ledger) -> anyhow::Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    if let Some(dir) = mounted_lxcfs(&mountinfo) {
-        return Ok(dir);
-    }
     let dir = rig_dir.join("lxcfs");
     std::fs::create_dir_all(&dir)?;
     let pid_file = rig_dir.join("lxcfs.pid");
@@ -79,11 +66,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_lxcfs_mount() {
-        let text = "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
-                    90 23 0:50 / /var/lib/rig\\040x/lxcfs rw,nosuid - fuse.lxcfs lxcfs rw,user_id=0\n";
-        assert_eq!(mounted_lxcfs(text), Some(PathBuf::from("/var/lib/rig x/lxcfs")));
-        assert_eq!(mounted_lxcfs("40 31 0:37 / /x rw - ext4 /dev/sda rw\n"), None);
+    fn mount_hook_binds_from_the_rigs_lxcfs() {
         assert!(mount_hook(Path::new("/r/lxcfs")).contains("for entry in '/r/lxcfs'/proc/*"));
     }
 }
