@@ -10,7 +10,8 @@
 //! Also, without privileges: debian/metrics-exporter.default lists every variable of
 //! `config::VARIABLES`, commented out at its default (`UPDATE_DEFAULT_FILE=1` rewrites it).
 //!
-//! The root test prints the package's size, its install time in the container and the time from
+//! Both in a privileged and in an unprivileged container (Proxmox VE's default). The root tests
+//! print the package's size, its install time in the container and the time from
 //! `apt install` to the first served /metrics (the closing note copies them).
 
 mod common;
@@ -168,7 +169,17 @@ fn exporter_processes(ct: &SystemdContainer) -> String {
 }
 
 #[test]
-fn package_installs_upgrades_and_purges_in_a_systemd_container() {
+fn package_installs_upgrades_and_purges_in_a_privileged_systemd_container() {
+    prove_package(false);
+}
+
+/// Proxmox VE's default container type: root inside is uid 100000 outside.
+#[test]
+fn package_installs_upgrades_and_purges_in_an_unprivileged_systemd_container() {
+    prove_package(true);
+}
+
+fn prove_package(unprivileged: bool) {
     let why = guest_rig::rig::unavailable();
     if !require(
         &format!("root and the rig's tools ({})", why.clone().unwrap_or_default()),
@@ -226,8 +237,12 @@ fn package_installs_upgrades_and_purges_in_a_systemd_container() {
     );
 
     let memory_mib = 512;
-    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!("package-{}", std::process::id()));
-    let ct = SystemdContainer::up(&dir, memory_mib, false).expect("the Debian systemd container comes up");
+    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!(
+        "package-{}-{}",
+        std::process::id(),
+        if unprivileged { "unprivileged" } else { "privileged" }
+    ));
+    let ct = SystemdContainer::up(&dir, memory_mib, unprivileged).expect("the Debian systemd container comes up");
     let address = SocketAddr::from((ct.spec.address, 9100));
     ct.copy_in(&first, &format!("/root/{file_name}")).unwrap();
     let second_name = second.file_name().unwrap().to_string_lossy().into_owned();
@@ -374,8 +389,9 @@ fn package_installs_upgrades_and_purges_in_a_systemd_container() {
     let size = std::fs::metadata(&first).unwrap().len();
     ct.down();
     eprintln!(
-        "package {file_name}: {size} bytes ({:.1} MiB); apt install in the container: {:.2} s; \
+        "{} container: package {file_name}: {size} bytes ({:.1} MiB); apt install in the container: {:.2} s; \
          apt install to first served /metrics: {:.2} s",
+        if unprivileged { "unprivileged" } else { "privileged" },
         size as f64 / 1048576.0,
         install_time.as_secs_f64(),
         first_metrics_after.as_secs_f64()
