@@ -93,6 +93,20 @@ fn build_package(out: &Path, deb_version: Option<&str>) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Every file below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 fn deb_field(deb: &Path, field: &str) -> String {
     let out = Command::new("dpkg-deb")
         .arg("--field")
@@ -223,6 +237,14 @@ fn prove_package(unprivileged: bool) {
         "./usr/share/doc/metrics-exporter/copyright",
     ] {
         assert!(contents.contains(path), "{path} missing from the package:\n{contents}");
+    }
+    // The monitoring mixin, file for file, when mixin/ holds any (`cargo xtask deb` leaves it
+    // out otherwise).
+    let mixin = repo().join("mixin");
+    for file in files_below(&mixin) {
+        let relative = file.strip_prefix(&mixin).unwrap().display().to_string();
+        let packaged = format!("./usr/share/metrics-exporter/{relative}");
+        assert!(contents.contains(&packaged), "{packaged} missing from the package");
     }
     let conffiles = Command::new("dpkg-deb")
         .arg("--info")

@@ -7,6 +7,7 @@
 //! exists), then runs lintian when it is installed and fails on any lintian error.
 //! Prints the package's path and size; the path is also the last line of stdout, for scripts.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
@@ -22,6 +23,17 @@ fn cargo_deb_installed() -> bool {
         .stderr(Stdio::null())
         .output()
         .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
+        .unwrap_or(false)
+}
+
+/// True when `dir` or a directory below it holds a file.
+fn has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| !t.is_dir()) || has_files(&e.path()))
+        })
         .unwrap_or(false)
 }
 
@@ -45,6 +57,10 @@ pub fn run_deb(args: &[String]) -> anyhow::Result<()> {
         )?;
     }
     let mut cargo_deb = vec!["deb", "--package", "metrics-exporter"];
+    if !has_files(&workspace_root().join("mixin")) {
+        eprintln!("mixin/ holds no file: the package ships no dashboards or rules");
+        cargo_deb.extend(["--variant", "no-mixin"]);
+    }
     if let Some(version) = &deb_version {
         cargo_deb.extend(["--deb-version", version]);
     }
