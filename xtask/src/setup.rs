@@ -133,6 +133,8 @@ pub fn all(for_tests: bool) -> anyhow::Result<()> {
             "strace",
             // exporter/tests/package.rs and `cargo xtask deb`: the package has no lintian error.
             "lintian",
+            // exporter/tests/mixin.rs reads the rules and the collector example with PyYAML.
+            "python3-yaml",
         ])?;
         apt_install(RIG_PACKAGES)?;
         if !succeeds("rustup", &["component", "list", "--installed"]) {
