@@ -1,6 +1,7 @@
 //! The HTTP side: a plain routing function ([`route`]) that tests call without a socket, and
-//! [`serve`], which runs it on hyper 1 with a header read timeout, a header size limit, a
-//! connection limit and graceful shutdown.
+//! [`serve`], which runs it on hyper 1 with the [`Limits`] below (first-byte and header read
+//! timeouts, a header size limit, a request body limit, a bound on requests served at once)
+//! and graceful shutdown.
 //!
 //! Endpoints: `GET /` (landing page), `GET /metrics` (the latest snapshot, pre-encoded;
 //! OpenMetrics when the scraper asks for it, gzip when it accepts it), `GET /health`,
@@ -18,19 +19,32 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::encode::prometheus::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use crate::service::{App, Published};
+use crate::service::{App, COLLECT_REQUEST_MIN_SPACING, CollectAnswer, Freshness, Published};
 
 pub type Body = Full<Bytes>;
 
-/// Limits of the server.
+/// Limits of the server. README "Endpoints" documents each with the status it answers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A client must send its complete request head within this time.
+    /// A connection that sends no byte within this time is closed (no response: there is no
+    /// request to answer). It holds no buffer and no request slot while it waits.
+    pub first_byte_timeout: Duration,
+    /// A client must send its complete request head within this time of its first byte (and a
+    /// keep-alive connection its next head within this time of the previous response);
+    /// hyper's `header_read_timeout`, which closes the connection without a response.
     pub header_read_timeout: Duration,
-    /// Largest request head accepted (hyper's read buffer; larger heads are rejected).
+    /// Largest request head accepted: larger heads are answered 431 and the connection closed
+    /// (hyper's `max_header_size`).
     pub max_header_bytes: usize,
-    /// Connections served at once; further clients wait in the kernel's accept queue.
-    pub max_connections: usize,
+    /// Largest request body accepted (no endpoint takes one): a larger Content-Length is
+    /// answered 413 without reading the body, a chunked body is read up to this size only;
+    /// the connection is closed either way.
+    pub max_body_bytes: usize,
+    /// A request body must arrive within this time, else 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// Requests routed at once; further ones wait for a slot. Idle connections and POST
+    /// /collect waiting for a collection hold none.
+    pub max_requests_in_progress: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
 }
@@ -38,9 +52,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            first_byte_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
-            max_connections: 64,
+            max_body_bytes: 1024,
+            body_read_timeout: Duration::from_secs(10),
+            max_requests_in_progress: 64,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -97,7 +114,7 @@ pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
         "/status" => json(StatusCode::OK, &status(app)),
         "/collectors" => json(StatusCode::OK, &collectors(app)),
         _ => match app.collect_now().await {
-            Ok(published) => json(StatusCode::OK, &collect_result(&published)),
+            Ok(answer) => collect_response(&answer),
             Err(e) => error_text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         },
     };
@@ -278,14 +295,42 @@ fn collectors(app: &App) -> serde_json::Value {
     serde_json::json!({ "platform": app.detection.platform, "collectors": list })
 }
 
-fn collect_result(published: &Published) -> serde_json::Value {
-    let c = &published.collection;
-    serde_json::json!({
+/// The JSON answer of POST /collect: the collection's sequence, duration, series and outcomes,
+/// whether it is `fresh` (started for this request or joined in flight) and, when not, why and
+/// when to ask again (also as a `Retry-After` header, in whole seconds).
+fn collect_response(answer: &CollectAnswer) -> Response<Body> {
+    let c = &answer.published.collection;
+    let (fresh, reason, retry_after) = match answer.freshness {
+        Freshness::Started => (true, "started for this request".to_owned(), None),
+        Freshness::Joined => (true, "joined the collection in flight".to_owned(), None),
+        Freshness::RateLimited { since, retry_after } => (
+            false,
+            format!(
+                "rate limited: a collection started {:.3} s ago, at most one per {} s is started by requests; this is the latest one",
+                since.as_secs_f64(),
+                COLLECT_REQUEST_MIN_SPACING.as_secs_f64()
+            ),
+            Some(retry_after),
+        ),
+    };
+    let body = serde_json::json!({
         "sequence": c.snapshot.sequence,
         "duration_seconds": c.duration.as_secs_f64(),
         "series": c.snapshot.series_count(),
+        "fresh": fresh,
+        "reason": reason,
+        "retry_after_seconds": retry_after.map(|d| d.as_secs_f64()),
         "collectors": c.outcomes,
-    })
+    });
+    let mut response = json(StatusCode::OK, &body);
+    if let Some(retry_after) = retry_after {
+        // Retry-After counts whole seconds (RFC 9110): round up so a retry is not limited again.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn landing(app: &App) -> Response<Body> {
@@ -303,21 +348,93 @@ fn landing(app: &App) -> Response<Body> {
     respond(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
+/// A refusal: `status` with a one-line reason, and the connection closed after it (the
+/// rest of what the client sends is not read).
+fn refuse_and_close(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = error_text(status, message);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Reads and discards a request body of at most `limits.max_body_bytes` (no endpoint takes a
+/// body). A larger declared Content-Length is refused without reading a byte of it; a chunked
+/// body is read only up to the limit; a body slower than `limits.body_read_timeout` is cut.
+async fn discard_small_body<B>(body: B, limits: &Limits) -> Result<(), Response<Body>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let too_large = || {
+        refuse_and_close(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "request body larger than {} bytes; no endpoint takes a body",
+                limits.max_body_bytes
+            ),
+        )
+    };
+    if body.size_hint().lower() > limits.max_body_bytes as u64 {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(refuse_and_close(
+            StatusCode::BAD_REQUEST,
+            &format!("unreadable request body: {e}"),
+        )),
+        Err(_) => Err(refuse_and_close(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "request body not received within {} s",
+                limits.body_read_timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+/// One request on a connection: the body bounded, then the router, holding one of the
+/// `slots` (requests routed at once). POST /collect holds none: while it waits for the
+/// collection loop it costs nothing, and the loop's rate rule bounds the work it causes.
+async fn handle<B>(request: Request<B>, app: &App, slots: &Semaphore, limits: &Limits) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    if let Err(refusal) = discard_small_body(body, limits).await {
+        return refusal;
+    }
+    let request = Request::from_parts(parts, ());
+    let _slot = if request.uri().path() == "/collect" {
+        None
+    } else {
+        Some(slots.acquire().await.expect("the slot semaphore is never closed"))
+    };
+    route(request, app).await
+}
+
 /// Serves until `shutdown` turns true, then stops accepting, lets requests in flight finish
 /// (bounded by `limits.shutdown_grace`) and returns.
+///
+/// Accepting never waits for a slot: each connection gets a task that first waits, with no
+/// buffer, for the client's first byte (`limits.first_byte_timeout`), and only then is handed
+/// to hyper. So a thousand idle connections cost a thousand small tasks and sockets and are
+/// closed after the timeout, and a scrape connecting among them is served at once.
 pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_requests_in_progress));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Some(limits.header_read_timeout))
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closes"),
-            _ = crate::service::stopped(&mut shutdown) => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -336,17 +453,35 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let app = Arc::clone(&app);
-        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(route(request, &app).await) }
-        });
-        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let slots = Arc::clone(&slots);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let first_byte = tokio::select! {
+                waited = tokio::time::timeout(limits.first_byte_timeout, stream.readable()) => waited,
+                _ = crate::service::stopped(&mut stop) => return,
+            };
+            match first_byte {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed before its first byte");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no byte within the first-byte timeout; closed");
+                    return;
+                }
+            }
+            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let app = Arc::clone(&app);
+                let slots = Arc::clone(&slots);
+                async move { Ok::<_, Infallible>(handle(request, &app, &slots, &limits).await) }
+            });
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);

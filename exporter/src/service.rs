@@ -1,10 +1,12 @@
 //! The running service: the one collection loop and the state the HTTP side reads.
 //!
-//! The loop owns the [`Engine`]; it collects on every interval tick and whenever POST /collect
+//! The loop owns the [`Engine`]; it collects on every interval tick and when POST /collect
 //! asks, runs the collection on a blocking thread, encodes the snapshot once, publishes it
 //! through a `watch` channel and writes PROMETHEUS_FILE. Requests that arrive while a
-//! collection is in flight join it: they are answered with its result, so concurrent
-//! requests never cause concurrent collections. Readers never touch /proc or the collectors.
+//! collection is in flight join it, and a request that arrives less than
+//! [`COLLECT_REQUEST_MIN_SPACING`] after the start of the last collection (whatever started
+//! it) gets the latest published one at once, marked as not fresh: no client can make the
+//! exporter collect more than once a second. Readers never touch /proc or the collectors.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -138,6 +140,34 @@ impl crate::engine::SelfMetrics for crate::otlp::OtlpHealth {
     }
 }
 
+/// The least time between the start of one collection and a collection caused by POST
+/// /collect. Why 1 s: a collection of a 1000-guest host costs some 100 ms of CPU; a client
+/// looping on POST /collect may take at most a tenth of a core, and a human or a script asking
+/// for a fresh collection after a change waits at most a second.
+pub const COLLECT_REQUEST_MIN_SPACING: Duration = Duration::from_secs(1);
+
+/// How a POST /collect request was answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Freshness {
+    /// A collection was started for this request.
+    Started,
+    /// The request arrived while a collection was in flight and got its result.
+    Joined,
+    /// A collection started `since` ago, less than [`COLLECT_REQUEST_MIN_SPACING`]: the
+    /// request got the latest published collection; a new one may be asked for after
+    /// `retry_after`.
+    RateLimited { since: Duration, retry_after: Duration },
+}
+
+/// The answer to POST /collect: a published collection and how fresh it is.
+#[derive(Debug, Clone)]
+pub struct CollectAnswer {
+    pub published: Arc<Published>,
+    pub freshness: Freshness,
+}
+
+type CollectRequest = oneshot::Sender<CollectAnswer>;
+
 /// Counters about collections, updated by the loop.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
@@ -165,7 +195,7 @@ pub struct App {
     pub started: Instant,
     pub stats: Mutex<Stats>,
     latest: watch::Receiver<Option<Arc<Published>>>,
-    requests: mpsc::Sender<oneshot::Sender<Arc<Published>>>,
+    requests: mpsc::Sender<CollectRequest>,
 }
 
 impl std::fmt::Debug for App {
@@ -187,8 +217,9 @@ impl App {
         self.latest.borrow().clone()
     }
 
-    /// Asks the loop for a collection and waits for it (joining one in flight).
-    pub async fn collect_now(&self) -> Result<Arc<Published>, LoopGone> {
+    /// Asks the loop for a collection and waits for it: a new one, the one in flight, or,
+    /// within [`COLLECT_REQUEST_MIN_SPACING`] of the last start, the latest published one.
+    pub async fn collect_now(&self) -> Result<CollectAnswer, LoopGone> {
         let (tx, rx) = oneshot::channel();
         self.requests.send(tx).await.map_err(|_| LoopGone)?;
         rx.await.map_err(|_| LoopGone)
@@ -210,7 +241,7 @@ pub struct LoopHandles {
     publisher: watch::Sender<Option<Arc<Published>>>,
     /// The bare snapshots, for outputs that encode on their own (OTLP).
     snapshots: watch::Sender<Option<Arc<crate::model::Snapshot>>>,
-    requests: mpsc::Receiver<oneshot::Sender<Arc<Published>>>,
+    requests: mpsc::Receiver<CollectRequest>,
 }
 
 /// Static facts the App is built from.
@@ -273,11 +304,28 @@ pub async fn run_loop(
     } = handles;
     let mut ticker = tokio::time::interval(app.config.collection_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The start and result of the last collection, for rate-limited answers.
+    let mut last: Option<(Instant, Arc<Published>)> = None;
     loop {
         let mut waiters = Vec::new();
         tokio::select! {
             _ = ticker.tick() => {}
-            Some(waiter) = requests.recv() => waiters.push(waiter),
+            Some(waiter) = requests.recv() => {
+                if let Some((started, published)) = &last {
+                    let since = started.elapsed();
+                    if since < COLLECT_REQUEST_MIN_SPACING {
+                        let _ = waiter.send(CollectAnswer {
+                            published: Arc::clone(published),
+                            freshness: Freshness::RateLimited {
+                                since,
+                                retry_after: COLLECT_REQUEST_MIN_SPACING - since,
+                            },
+                        });
+                        continue;
+                    }
+                }
+                waiters.push(waiter);
+            }
             _ = crate::service::stopped(&mut shutdown) => break,
         }
         let started = Instant::now();
@@ -322,13 +370,19 @@ pub async fn run_loop(
         publisher.send_replace(Some(Arc::clone(&published)));
         snapshots.send_replace(Some(Arc::clone(&published.collection.snapshot)));
         for waiter in waiters {
-            let _ = waiter.send(Arc::clone(&published));
+            let _ = waiter.send(CollectAnswer {
+                published: Arc::clone(&published),
+                freshness: Freshness::Started,
+            });
         }
         // Requests that arrived during the collection join it rather than start another.
         while let Ok(waiter) = requests.try_recv() {
-            let _ = waiter.send(Arc::clone(&published));
+            let _ = waiter.send(CollectAnswer {
+                published: Arc::clone(&published),
+                freshness: Freshness::Joined,
+            });
         }
-        drop(published);
+        last = Some((started, published));
         // The previous snapshot and its encodings were freed by send_replace (unless a response
         // still holds them); give glibc's free pages back to the kernel so RSS follows the live
         // data instead of the high-water mark of a collection.

@@ -1,6 +1,6 @@
 //! The HTTP side, in process (router without a socket; hyper server with small limits) and
 //! through the binary: routing, HEAD, 404/405, negotiation, gzip, limits, slow clients,
-//! graceful shutdown and coalesced POST /collect.
+//! graceful shutdown, and POST /collect coalesced and rate limited.
 
 mod common;
 
@@ -250,6 +250,8 @@ async fn health_is_503_without_a_successful_collection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_collect_requests_cause_one_collection() {
     let h = harness(Duration::from_millis(300)).await;
+    // Past the spacing from the harness's first collection, so the first POST starts one.
+    tokio::time::sleep(service::COLLECT_REQUEST_MIN_SPACING).await;
     let before = h.runs.load(Ordering::SeqCst);
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -258,17 +260,65 @@ async fn twenty_concurrent_collect_requests_cause_one_collection() {
             let r = route(req("POST", "/collect", &[]), &app).await;
             assert_eq!(r.status(), 200);
             let v: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
-            v["sequence"].as_u64().unwrap()
+            (v["sequence"].as_u64().unwrap(), v["fresh"].clone(), v["reason"].clone())
         }));
         // Spread the requests over the collection in flight.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut sequences = Vec::new();
+    let mut answers = Vec::new();
     for t in tasks {
-        sequences.push(t.await.unwrap());
+        answers.push(t.await.unwrap());
     }
-    assert_eq!(h.runs.load(Ordering::SeqCst) - before, 1, "sequences {sequences:?}");
-    assert!(sequences.iter().all(|s| *s == sequences[0]), "{sequences:?}");
+    assert_eq!(h.runs.load(Ordering::SeqCst) - before, 1, "{answers:?}");
+    assert!(answers.iter().all(|a| a.0 == answers[0].0), "{answers:?}");
+    assert!(answers.iter().all(|a| a.1 == true), "{answers:?}");
+    assert_eq!(answers[0].2, "started for this request");
+    assert!(
+        answers[1..].iter().all(|a| a.2 == "joined the collection in flight"),
+        "{answers:?}"
+    );
+    h.stop.send(true).unwrap();
+    h.loop_task.await.unwrap();
+}
+
+/// Fails before the rate rule: each POST after a finished collection started a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_requests_within_a_second_of_a_collection_get_the_latest_and_say_so() {
+    let h = harness(Duration::ZERO).await;
+    let first = h.app.latest().unwrap().collection.snapshot.sequence;
+    let runs = h.runs.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        let r = route(req("POST", "/collect", &[]), &h.app).await;
+        assert_eq!(r.status(), 200);
+        let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_eq!(retry_after, 1, "whole seconds, rounded up");
+        let v: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+        assert_eq!(v["fresh"], false, "{v}");
+        assert_eq!(v["sequence"].as_u64(), Some(first), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("rate limited: a collection started "),
+            "{v}"
+        );
+        let retry = v["retry_after_seconds"].as_f64().unwrap();
+        assert!(retry > 0.0 && retry <= 1.0, "{v}");
+    }
+    assert_eq!(
+        h.runs.load(Ordering::SeqCst),
+        runs,
+        "no collection caused by the 50 requests"
+    );
+    // After the spacing, a request starts a collection again.
+    tokio::time::sleep(service::COLLECT_REQUEST_MIN_SPACING).await;
+    let r = route(req("POST", "/collect", &[]), &h.app).await;
+    assert!(r.headers().get("retry-after").is_none());
+    let v: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+    assert_eq!(v["fresh"], true, "{v}");
+    assert!(v["retry_after_seconds"].is_null(), "{v}");
+    assert_eq!(v["sequence"].as_u64(), Some(first + 1), "{v}");
+    assert_eq!(h.runs.load(Ordering::SeqCst), runs + 1);
     h.stop.send(true).unwrap();
     h.loop_task.await.unwrap();
 }
@@ -292,13 +342,15 @@ fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_clients_large_heads_and_connection_limit() {
+async fn slow_clients_large_heads_and_idle_connections_are_closed() {
     let h = harness(Duration::ZERO).await;
     let limits = Limits {
+        first_byte_timeout: Duration::from_millis(300),
         header_read_timeout: Duration::from_millis(300),
         max_header_bytes: 8192,
-        max_connections: 2,
+        max_requests_in_progress: 2,
         shutdown_grace: Duration::from_secs(2),
+        ..Limits::default()
     };
     let (address, stop, task) = server(&h, limits).await;
 
@@ -323,23 +375,27 @@ async fn slow_clients_large_heads_and_connection_limit() {
         ),
     }
 
-    // A client that never finishes its head is disconnected after the header read timeout.
-    let slow = blocking(move || {
-        let mut s = TcpStream::connect(address).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = Vec::new();
-        let started = std::time::Instant::now();
-        let _ = s.read_to_end(&mut buf);
-        (started.elapsed(), buf)
-    })
-    .await
-    .unwrap();
-    assert!(
-        slow.0 < Duration::from_secs(5),
-        "slow client held the connection for {:?}",
-        slow.0
-    );
+    // A client that never finishes its head, and one that sends nothing, are disconnected
+    // after their timeouts, without a response.
+    for sent in [&b"GET /metrics HTTP/1.1\r\nHost: t\r\n"[..], b""] {
+        let slow = blocking(move || {
+            let mut s = TcpStream::connect(address).unwrap();
+            s.write_all(sent).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = Vec::new();
+            let started = std::time::Instant::now();
+            let _ = s.read_to_end(&mut buf);
+            (started.elapsed(), buf)
+        })
+        .await
+        .unwrap();
+        assert!(
+            slow.0 < Duration::from_secs(5),
+            "a client that sent {sent:?} held the connection for {:?}",
+            slow.0
+        );
+        assert!(slow.1.is_empty(), "{:?}", String::from_utf8_lossy(&slow.1));
+    }
 
     // Normal requests still work after all of that.
     let ok = blocking(move || get(address, "/metrics").unwrap().status)
@@ -350,43 +406,94 @@ async fn slow_clients_large_heads_and_connection_limit() {
     task.await.unwrap();
 }
 
+/// Fails before idle connections stopped holding slots: with 2 slots, the third connection
+/// waited until one of the idle ones was closed by the header timeout (10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+async fn idle_and_keep_alive_connections_hold_no_request_slot() {
     let h = harness(Duration::ZERO).await;
     let limits = Limits {
-        max_connections: 2,
+        max_requests_in_progress: 2,
         ..Limits::default()
     };
     let (address, stop, task) = server(&h, limits).await;
-    let outcome = blocking(move || {
-        // Two keep-alive connections occupy both slots.
-        let held: Vec<TcpStream> = (0..2)
-            .map(|_| {
-                let mut s = TcpStream::connect(address).unwrap();
-                s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-                let mut first = [0u8; 12];
-                s.read_exact(&mut first).unwrap();
-                assert_eq!(&first, b"HTTP/1.1 200");
-                s
-            })
-            .collect();
-        // The third is accepted by the kernel but not served while both are held.
+    let status = blocking(move || {
+        // Ten connections that sent nothing, two that finished a request and stay open.
+        let mut held: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(address).unwrap()).collect();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(address).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let mut first = [0u8; 12];
+            s.read_exact(&mut first).unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            held.push(s);
+        }
         let mut third = TcpStream::connect(address).unwrap();
-        third.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-        third.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
-        let mut byte = [0u8; 1];
-        let waited = matches!(third.read(&mut byte), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
-        // Freeing a slot lets it through.
-        drop(held);
-        third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        third
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut rest = Vec::new();
-        third.read_to_end(&mut rest).unwrap();
-        (waited, parse_response(&rest).map(|r| r.status).ok())
+        let read = third.read_to_end(&mut rest);
+        drop(held);
+        read.ok().and_then(|_| parse_response(&rest).ok()).map(|r| r.status)
     })
     .await
     .unwrap();
-    assert!(outcome.0, "the third connection was served while two held the limit");
-    assert_eq!(outcome.1, Some(200));
+    assert_eq!(status, Some(200), "a request waited behind idle connections");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// Fails before the body limit: a 10 MB Content-Length on POST /collect was answered 200 (and
+/// started a collection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_beyond_the_limit_are_refused_with_413() {
+    let h = harness(Duration::ZERO).await;
+    let limits = Limits {
+        body_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let max = limits.max_body_bytes;
+    let (address, stop, task) = server(&h, limits).await;
+    let runs = h.runs.load(Ordering::SeqCst);
+    let outcomes = blocking(move || {
+        let declared = raw(
+            address,
+            b"POST /collect HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\r\n",
+        )
+        .map(|r| (r.status, r.header("connection").map(str::to_owned)));
+        // Chunked: a 4 KiB chunk, more than the limit, and never a last chunk.
+        let chunk = "y".repeat(4096);
+        let chunked = raw(
+            address,
+            format!("POST /collect HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n{chunk}\r\n")
+                .as_bytes(),
+        )
+        .map(|r| r.status);
+        // A small body is read and ignored.
+        let small = raw(
+            address,
+            b"POST /collect HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .map(|r| r.status);
+        // A body that never arrives.
+        let slow = raw(
+            address,
+            b"POST /collect HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhe",
+        )
+        .map(|r| r.status);
+        (declared, chunked, small, slow)
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcomes.0.unwrap(), (413, Some("close".to_owned())), "limit {max}");
+    assert_eq!(outcomes.1.unwrap(), 413);
+    assert_eq!(outcomes.2.unwrap(), 200);
+    assert_eq!(outcomes.3.unwrap(), 408);
+    assert!(
+        h.runs.load(Ordering::SeqCst) <= runs + 1,
+        "only the small-body POST may collect"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }
