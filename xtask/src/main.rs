@@ -9,6 +9,8 @@
 //!   by lintian.
 //! - `cargo xtask rig up|down|status [DIR]`: the real-guest rig (real LXC containers and QEMU
 //!   guests laid out as Proxmox VE lays them out), for a person who wants to look.
+//! - `cargo xtask fuzz [--minutes N | --seconds N] [TARGET...]`: the parsers' cargo-fuzz targets
+//!   (`fuzz/`), seeded from `fixtures/` (`fuzz.rs`).
 //!
 //! Installation is idempotent: each step checks first and installs only what is absent.
 
@@ -19,6 +21,7 @@ use anyhow::{Context, bail};
 
 mod compare;
 mod deb;
+mod fuzz;
 mod rig;
 mod setup;
 
@@ -53,8 +56,9 @@ fn main() -> ExitCode {
         Some("compare") => compare::run(&args[1..]),
         Some("rig") => rig::run(&args[1..]),
         Some("deb") => deb::run_deb(&args[1..]),
+        Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test|compare|rig|deb>");
+            eprintln!("usage: cargo xtask <setup|run|test|compare|rig|deb|fuzz>");
             return ExitCode::from(2);
         }
     };
@@ -91,5 +95,7 @@ fn test() -> anyhow::Result<()> {
         &["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"],
         &[],
     )?;
+    // Smoke run of every parser's fuzz target (issue 14): prints its build and run cost.
+    fuzz::smoke()?;
     Ok(())
 }

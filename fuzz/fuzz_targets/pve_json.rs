@@ -1,0 +1,17 @@
+#![no_main]
+//! `/etc/pve/.members`, `.vmlist` and `.version` (JSON written by pmxcfs); the input is offered to all three.
+
+#[path = "common.rs"]
+mod common;
+
+use exporter::parse::pve;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(text) = common::text(data) else { return };
+    let _ = pve::parse_members(text);
+    if let Ok(list) = pve::parse_vmlist(text) {
+        assert!(list.ids.values().all(|e| !matches!(e.kind.as_str(), "")));
+    }
+    let _ = pve::parse_version(text);
+});
