@@ -113,7 +113,7 @@ pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
         "/health" => health(app),
         "/status" => json(StatusCode::OK, &status(app)),
         "/collectors" => json(StatusCode::OK, &collectors(app)),
-        _ => match app.collect_now().await {
+        _ => match app.collect_now(wants_to_wait(&request)).await {
             Ok(answer) => collect_response(&answer),
             Err(e) => error_text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         },
@@ -129,6 +129,15 @@ pub async fn route<B>(request: Request<B>, app: &App) -> Response<Body> {
         }
     }
     response
+}
+
+/// `POST /collect?wait`: the client would rather wait (at most
+/// [`COLLECT_REQUEST_MIN_SPACING`]) for a new collection than get the latest one.
+fn wants_to_wait<B>(request: &Request<B>) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| matches!(p, "wait" | "wait=1" | "wait=true")))
 }
 
 trait ExactSize {

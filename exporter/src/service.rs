@@ -166,7 +166,13 @@ pub struct CollectAnswer {
     pub freshness: Freshness,
 }
 
-type CollectRequest = oneshot::Sender<CollectAnswer>;
+/// A POST /collect request: where to send the answer, and whether it would rather wait for
+/// the rate rule to allow a new collection than get the latest one (`?wait`).
+#[derive(Debug)]
+struct CollectRequest {
+    reply: oneshot::Sender<CollectAnswer>,
+    wait: bool,
+}
 
 /// Counters about collections, updated by the loop.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -218,10 +224,14 @@ impl App {
     }
 
     /// Asks the loop for a collection and waits for it: a new one, the one in flight, or,
-    /// within [`COLLECT_REQUEST_MIN_SPACING`] of the last start, the latest published one.
-    pub async fn collect_now(&self) -> Result<CollectAnswer, LoopGone> {
-        let (tx, rx) = oneshot::channel();
-        self.requests.send(tx).await.map_err(|_| LoopGone)?;
+    /// within [`COLLECT_REQUEST_MIN_SPACING`] of the last start, the latest published one;
+    /// with `wait`, a new one once the spacing allows it (still one for all who wait).
+    pub async fn collect_now(&self, wait: bool) -> Result<CollectAnswer, LoopGone> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(CollectRequest { reply, wait })
+            .await
+            .map_err(|_| LoopGone)?;
         rx.await.map_err(|_| LoopGone)
     }
 
@@ -306,28 +316,39 @@ pub async fn run_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The start and result of the last collection, for rate-limited answers.
     let mut last: Option<(Instant, Arc<Published>)> = None;
+    // Requests (`?wait`) for the next collection the spacing allows.
+    let mut deferred: Vec<oneshot::Sender<CollectAnswer>> = Vec::new();
     loop {
         let mut waiters = Vec::new();
+        let next_allowed = last
+            .as_ref()
+            .map_or_else(Instant::now, |(started, _)| *started + COLLECT_REQUEST_MIN_SPACING);
         tokio::select! {
             _ = ticker.tick() => {}
-            Some(waiter) = requests.recv() => {
+            _ = tokio::time::sleep_until(next_allowed.into()), if !deferred.is_empty() => {}
+            Some(request) = requests.recv() => {
                 if let Some((started, published)) = &last {
                     let since = started.elapsed();
                     if since < COLLECT_REQUEST_MIN_SPACING {
-                        let _ = waiter.send(CollectAnswer {
-                            published: Arc::clone(published),
-                            freshness: Freshness::RateLimited {
-                                since,
-                                retry_after: COLLECT_REQUEST_MIN_SPACING - since,
-                            },
-                        });
+                        if request.wait {
+                            deferred.push(request.reply);
+                        } else {
+                            let _ = request.reply.send(CollectAnswer {
+                                published: Arc::clone(published),
+                                freshness: Freshness::RateLimited {
+                                    since,
+                                    retry_after: COLLECT_REQUEST_MIN_SPACING - since,
+                                },
+                            });
+                        }
                         continue;
                     }
                 }
-                waiters.push(waiter);
+                waiters.push(request.reply);
             }
             _ = crate::service::stopped(&mut shutdown) => break,
         }
+        waiters.append(&mut deferred);
         let started = Instant::now();
         let file_for_task = file.clone();
         let joined = tokio::task::spawn_blocking(move || {
@@ -376,8 +397,8 @@ pub async fn run_loop(
             });
         }
         // Requests that arrived during the collection join it rather than start another.
-        while let Ok(waiter) = requests.try_recv() {
-            let _ = waiter.send(CollectAnswer {
+        while let Ok(request) = requests.try_recv() {
+            let _ = request.reply.send(CollectAnswer {
                 published: Arc::clone(&published),
                 freshness: Freshness::Joined,
             });

@@ -117,7 +117,7 @@ impl Drop for Guest {
 }
 
 fn collect(exporter: &Exporter) -> Vec<Series> {
-    let r = request(exporter.address, "POST", "/collect", &[]).unwrap();
+    let r = request(exporter.address, "POST", "/collect?wait", &[]).unwrap();
     assert_eq!(r.status, 200);
     parse_exposition(&exporter.get("/metrics").text())
 }

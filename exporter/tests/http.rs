@@ -323,6 +323,36 @@ async fn collect_requests_within_a_second_of_a_collection_get_the_latest_and_say
     h.loop_task.await.unwrap();
 }
 
+/// `?wait`: within the spacing a request waits for the next collection the rule allows, and
+/// all such requests share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_requests_that_wait_share_the_next_allowed_collection() {
+    let h = harness(Duration::ZERO).await;
+    let first = h.app.latest().unwrap().collection.snapshot.sequence;
+    let runs = h.runs.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = Arc::clone(&h.app);
+        tasks.push(tokio::spawn(async move {
+            let r = route(req("POST", "/collect?wait", &[]), &app).await;
+            assert_eq!(r.status(), 200);
+            serde_json::from_slice::<serde_json::Value>(&body_of(r).await).unwrap()
+        }));
+    }
+    for t in tasks {
+        let v = t.await.unwrap();
+        assert_eq!(v["fresh"], true, "{v}");
+        assert_eq!(v["sequence"].as_u64(), Some(first + 1), "{v}");
+    }
+    assert_eq!(
+        h.runs.load(Ordering::SeqCst),
+        runs + 1,
+        "one collection for the 20 that waited"
+    );
+    h.stop.send(true).unwrap();
+    h.loop_task.await.unwrap();
+}
+
 /// Starts the hyper server in process with `limits`.
 async fn server(h: &Harness, limits: Limits) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -68,7 +68,7 @@ fn read_world(rig: &Rig) -> World {
 fn bracketed<T>(address: SocketAddr, mut read: impl FnMut() -> T) -> (T, Vec<Series>, T) {
     for _ in 0..10 {
         let before = read();
-        let collect = http::request(address, "POST", "/collect", &[]).expect("POST /collect");
+        let collect = http::request(address, "POST", "/collect?wait", &[]).expect("POST /collect");
         assert_eq!(collect.status, 200, "POST /collect: {}", collect.text());
         let sequence = collect.json()["sequence"].as_f64().expect("sequence");
         let after = read();

@@ -806,7 +806,7 @@ fn measure_collect_and_scrape(exporter: &Exporter, n: usize) -> anyhow::Result<C
     let mut client = Client::connect(exporter.address)?;
     let before = read_cpu(exporter.pid())?;
     for _ in 0..n {
-        let collected = client.request("POST", "/collect")?;
+        let collected = client.request("POST", "/collect?wait")?;
         ensure!(collected.status == 200, "POST /collect answered {}", collected.status);
         let scraped = client.request("GET", "/metrics")?;
         ensure!(scraped.status == 200, "/metrics answered {}", scraped.status);

@@ -413,7 +413,7 @@ impl Exporter {
     }
 
     fn collect(&self) -> anyhow::Result<()> {
-        let response = http::request(self.address, "POST", "/collect", &[])?;
+        let response = http::request(self.address, "POST", "/collect?wait", &[])?;
         if response.status != 200 {
             bail!("POST /collect answered {}: {}", response.status, response.text());
         }
