@@ -839,7 +839,9 @@ fn a_subtree_is_walked_again_when_cgroup_stat_changes_shape() {
     // The kernel counts the controller states that went away below system.slice (its units
     // and slices lost their memory and pids states).
     let below = std::fs::read_to_string(slice.join("cgroup.stat")).unwrap();
-    let below: u64 = below.lines().next().unwrap()["nr_descendants ".len()..].parse().unwrap();
+    let below: u64 = below.lines().next().unwrap()["nr_descendants ".len()..]
+        .parse()
+        .unwrap();
     let stat = std::fs::read_to_string(cgroup.join("cgroup.stat")).unwrap();
     let changed: String = stat
         .lines()
