@@ -10,9 +10,10 @@
 //! Also, without privileges: debian/metrics-exporter.default lists every variable of
 //! `config::VARIABLES`, commented out at its default (`UPDATE_DEFAULT_FILE=1` rewrites it).
 //!
-//! Both in a privileged and in an unprivileged container (Proxmox VE's default). The root tests
-//! print the package's size, its install time in the container and the time from
-//! `apt install` to the first served /metrics (the closing note copies them).
+//! Both in a privileged and in an unprivileged container (Proxmox VE's default), and the same
+//! sequence in a privileged Debian 13 (trixie, Proxmox VE 9's base) container: one package for
+//! both releases. The root tests print the package's size, its install time in the container and
+//! the time from `apt install` to the first served /metrics (the closing note copies them).
 
 mod common;
 
@@ -22,6 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{is_root, parse_exposition, require, require_command, value};
+use guest_rig::rootfs::Suite;
 use guest_rig::single::SystemdContainer;
 
 fn repo() -> PathBuf {
@@ -184,16 +186,22 @@ fn exporter_processes(ct: &SystemdContainer) -> String {
 
 #[test]
 fn package_installs_upgrades_and_purges_in_a_privileged_systemd_container() {
-    prove_package(false);
+    prove_package(Suite::Bookworm, false);
 }
 
 /// Proxmox VE's default container type: root inside is uid 100000 outside.
 #[test]
 fn package_installs_upgrades_and_purges_in_an_unprivileged_systemd_container() {
-    prove_package(true);
+    prove_package(Suite::Bookworm, true);
 }
 
-fn prove_package(unprivileged: bool) {
+/// Debian 13 (trixie, systemd 257): the same package, the same sequence.
+#[test]
+fn package_installs_upgrades_and_purges_in_a_privileged_trixie_systemd_container() {
+    prove_package(Suite::Trixie, false);
+}
+
+fn prove_package(suite: Suite, unprivileged: bool) {
     let why = guest_rig::rig::unavailable();
     if !require(
         &format!("root and the rig's tools ({})", why.clone().unwrap_or_default()),
@@ -259,12 +267,17 @@ fn prove_package(unprivileged: bool) {
     );
 
     let memory_mib = 512;
-    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!(
-        "package-{}-{}",
-        std::process::id(),
-        if unprivileged { "unprivileged" } else { "privileged" }
-    ));
-    let ct = SystemdContainer::up(&dir, memory_mib, unprivileged).expect("the Debian systemd container comes up");
+    let kind = if unprivileged { "unprivileged" } else { "privileged" };
+    let codename = suite.codename();
+    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!("package-{}-{codename}-{kind}", std::process::id()));
+    let ct =
+        SystemdContainer::up(&dir, suite, memory_mib, unprivileged).expect("the Debian systemd container comes up");
+    // The tree is the suite asked for (os-release names it), not the other cached one.
+    let os_release = ct.attach(&["cat", "/etc/os-release"]).unwrap();
+    assert!(
+        os_release.lines().any(|l| l == format!("VERSION_CODENAME={codename}")),
+        "{os_release}"
+    );
     let address = SocketAddr::from((ct.spec.address, 9100));
     ct.copy_in(&first, &format!("/root/{file_name}")).unwrap();
     let second_name = second.file_name().unwrap().to_string_lossy().into_owned();
@@ -411,9 +424,8 @@ fn prove_package(unprivileged: bool) {
     let size = std::fs::metadata(&first).unwrap().len();
     ct.down();
     eprintln!(
-        "{} container: package {file_name}: {size} bytes ({:.1} MiB); apt install in the container: {:.2} s; \
+        "{codename} {kind} container: package {file_name}: {size} bytes ({:.1} MiB); apt install in the container: {:.2} s; \
          apt install to first served /metrics: {:.2} s",
-        if unprivileged { "unprivileged" } else { "privileged" },
         size as f64 / 1048576.0,
         install_time.as_secs_f64(),
         first_metrics_after.as_secs_f64()

@@ -20,8 +20,8 @@ use crate::command::run;
 pub enum Template {
     /// busybox-static with the host's libraries bind-mounted read-only (lxc-busybox).
     Busybox,
-    /// The cached Debian bookworm tree, systemd as PID 1.
-    DebianSystemd,
+    /// The cached Debian tree of a suite, systemd as PID 1.
+    DebianSystemd(crate::rootfs::Suite),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ pub fn proxmox_keys(spec: &ContainerSpec) -> String {
     match spec.template {
         // A busybox container keeps CAP_SYS_ADMIN, so LXC mounts no cgroups inside unless forced.
         Template::Busybox => out.push_str("lxc.mount.auto = cgroup:mixed:force proc:mixed sys:ro\n"),
-        Template::DebianSystemd => out.push_str(
+        Template::DebianSystemd(_) => out.push_str(
             "lxc.include = /usr/share/lxc/config/common.conf\n\
              lxc.arch = amd64\n\
              lxc.signal.halt = SIGRTMIN+3\n\
@@ -151,8 +151,8 @@ pub fn create(lxcpath: &Path, spec: &ContainerSpec, scratch: &Path) -> anyhow::R
             let template_config = std::fs::read_to_string(dir.join("config"))?;
             std::fs::write(dir.join("config"), final_config(&template_config, spec))?;
         }
-        Template::DebianSystemd => {
-            crate::rootfs::unpack_debian(&spec.rootfs)?;
+        Template::DebianSystemd(suite) => {
+            crate::rootfs::unpack_debian(&spec.rootfs, suite)?;
             std::fs::write(spec.rootfs.join("etc/hostname"), format!("{}\n", spec.hostname))?;
             std::fs::create_dir_all(&dir)?;
             std::fs::write(dir.join("config"), final_config("", spec))?;
@@ -208,7 +208,7 @@ pub fn start(lxcpath: &Path, spec: &ContainerSpec, log: &Path) -> anyhow::Result
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if spec.template == Template::DebianSystemd {
+    if matches!(spec.template, Template::DebianSystemd(_)) {
         // systemctl fails until PID 1 has its bus socket; then `--wait` blocks until boot ends.
         let state = loop {
             match attach_output(lxcpath, spec.vmid, &["systemctl", "is-system-running", "--wait"]) {
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn unprivileged_and_systemd_keys() {
-        let config = final_config("", &spec(Template::DebianSystemd, true));
+        let config = final_config("", &spec(Template::DebianSystemd(crate::rootfs::Suite::Bookworm), true));
         assert!(config.contains("lxc.idmap = u 0 100000 65536\n"));
         assert!(config.contains("lxc.idmap = g 0 100000 65536\n"));
         assert!(config.contains("lxc.signal.halt = SIGRTMIN+3\n"));

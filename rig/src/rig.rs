@@ -372,12 +372,18 @@ impl Rig {
 
         // Debian tree first: a debootstrap on a fresh machine is the slow step, and nothing
         // is running yet while it happens.
-        rootfs::debian_tarball()?;
+        rootfs::debian_tarball(rootfs::Suite::Bookworm)?;
 
         let plan = [
             (Role::A, base + 1, "rig-a", Template::Busybox, false),
             (Role::B, base + 2, "rig-b", Template::Busybox, true),
-            (Role::C, base + 3, "rig-c", Template::DebianSystemd, false),
+            (
+                Role::C,
+                base + 3,
+                "rig-c",
+                Template::DebianSystemd(rootfs::Suite::Bookworm),
+                false,
+            ),
         ];
         for (role, vmid, hostname, template, unprivileged) in plan {
             let (rootfs_dir, loop_device, image) = match role {

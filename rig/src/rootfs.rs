@@ -2,8 +2,9 @@
 //! - a raw image `images/<vmid>/vm-<vmid>-disk-0.raw` (ext4, made by the rig) attached to a loop
 //!   device and mounted at the container's rootfs, as Proxmox mounts raw images before start;
 //! - a subvol directory `images/<vmid>/subvol-<vmid>-disk-0.subvol`;
-//! - a Debian bookworm minbase tree with systemd, debootstrap'd once from the configured apt
-//!   mirror and cached as a tarball under /var/cache/metrics-exporter-rig (later runs unpack it).
+//! - a Debian minbase tree with systemd (bookworm, or trixie for the package's Debian 13 proof),
+//!   debootstrap'd once per suite from the configured apt mirror and cached as a tarball under
+//!   /var/cache/metrics-exporter-rig (later runs unpack it).
 //!
 //! Also shifts a tree's owners into an unprivileged container's id range (the busybox template
 //! cannot do it here: newuidmap is missing).
@@ -12,15 +13,36 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use crate::command::run;
 use crate::ledger::{Ledger, Undo};
 
 pub const CACHE_DIR: &str = "/var/cache/metrics-exporter-rig";
-/// The cached Debian tree; its name says what is in it.
-pub const DEBIAN_TARBALL: &str = "bookworm-minbase-systemd.tar";
 /// Where debootstrap fetches from (the machine's own apt source, /etc/apt/sources.list.d).
 pub const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// The Debian release of a container's tree: Proxmox VE 8 is based on bookworm, 9 on trixie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Suite {
+    Bookworm,
+    Trixie,
+}
+
+impl Suite {
+    /// The codename debootstrap and apt know it by.
+    pub fn codename(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        }
+    }
+
+    /// The cached tree's file name; it says what is in it.
+    pub fn tarball_name(self) -> String {
+        format!("{}-minbase-systemd.tar", self.codename())
+    }
+}
 
 pub fn raw_image_path(images: &Path, vmid: u32) -> PathBuf {
     images.join(format!("{vmid}/vm-{vmid}-disk-0.raw"))
@@ -50,28 +72,29 @@ pub fn raw_image(image: &Path, size_mib: u64, mount_point: &Path, ledger: &mut L
     Ok(device)
 }
 
-/// The cached Debian bookworm minbase tarball (with systemd-sysv), made with debootstrap when
+/// The cached Debian minbase tarball of `suite` (with systemd-sysv), made with debootstrap when
 /// missing. Trimmed of what a guest never reads (downloaded .debs, docs, man pages) so that
 /// unpacking costs seconds.
-pub fn debian_tarball() -> anyhow::Result<PathBuf> {
+pub fn debian_tarball(suite: Suite) -> anyhow::Result<PathBuf> {
+    let codename = suite.codename();
     let cache = Path::new(CACHE_DIR);
-    let tarball = cache.join(DEBIAN_TARBALL);
+    let tarball = cache.join(suite.tarball_name());
     if tarball.exists() {
         return Ok(tarball);
     }
     std::fs::create_dir_all(cache)?;
-    let tree = cache.join("bookworm.partial");
+    let tree = cache.join(format!("{codename}.partial"));
     if tree.exists() {
         std::fs::remove_dir_all(&tree)?;
     }
     let tree_text = tree.display().to_string();
-    eprintln!("rig: debootstrap bookworm (minbase + systemd-sysv) into {tree_text}, once");
+    eprintln!("rig: debootstrap {codename} (minbase + systemd-sysv) into {tree_text}, once");
     run(
         "debootstrap",
         &[
             "--variant=minbase",
             "--include=systemd-sysv",
-            "bookworm",
+            codename,
             &tree_text,
             DEBIAN_MIRROR,
         ],
@@ -95,7 +118,7 @@ pub fn debian_tarball() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    let partial = cache.join(format!("{DEBIAN_TARBALL}.partial"));
+    let partial = cache.join(format!("{}.partial", suite.tarball_name()));
     run(
         "tar",
         &[
@@ -112,9 +135,9 @@ pub fn debian_tarball() -> anyhow::Result<PathBuf> {
     Ok(tarball)
 }
 
-/// Unpacks the cached Debian tree into `dir`.
-pub fn unpack_debian(dir: &Path) -> anyhow::Result<()> {
-    let tarball = debian_tarball()?;
+/// Unpacks the cached Debian tree of `suite` into `dir`.
+pub fn unpack_debian(dir: &Path, suite: Suite) -> anyhow::Result<()> {
+    let tarball = debian_tarball(suite)?;
     std::fs::create_dir_all(dir)?;
     run(
         "tar",
@@ -158,5 +181,11 @@ mod tests {
             subvol_path(images, 9102),
             PathBuf::from("/r/images/9102/subvol-9102-disk-0.subvol")
         );
+    }
+
+    #[test]
+    fn each_suite_has_its_own_cached_tarball() {
+        assert_eq!(Suite::Bookworm.tarball_name(), "bookworm-minbase-systemd.tar");
+        assert_eq!(Suite::Trixie.tarball_name(), "trixie-minbase-systemd.tar");
     }
 }

@@ -1,4 +1,4 @@
-//! One Debian bookworm LXC container with systemd as PID 1 and a memory limit, in Proxmox VE's
+//! One Debian (bookworm or trixie) LXC container with systemd as PID 1 and a memory limit, in Proxmox VE's
 //! layout (`lxc/<vmid>/ns`, lxcfs, a veth on a bridge of its own), for tests that need a real
 //! system container and nothing else (the package test installs the .deb into it).
 //!
@@ -14,6 +14,7 @@ use crate::cgroups::{Hierarchies, Limits};
 use crate::ledger::{Ledger, Undo};
 use crate::lxc::{self, ContainerSpec, Template};
 use crate::net::{Bridge, create_bridge, link_exists};
+use crate::rootfs::Suite;
 use crate::{command, lxcfs, rootfs};
 
 /// A running Debian systemd container. Dropping it stops and removes everything.
@@ -39,9 +40,10 @@ fn free_vmid(cgroups: &Hierarchies) -> anyhow::Result<u32> {
 }
 
 impl SystemdContainer {
-    /// Brings the container up in `dir` (which must not exist) with `memory_mib` as its memory
-    /// limit, written on `lxc/<vmid>` as `pct set` does; returns once systemd reports `running`.
-    pub fn up(dir: &Path, memory_mib: u64, unprivileged: bool) -> anyhow::Result<SystemdContainer> {
+    /// Brings the container up in `dir` (which must not exist) from the tree of `suite`, with
+    /// `memory_mib` as its memory limit, written on `lxc/<vmid>` as `pct set` does; returns once
+    /// systemd reports `running`.
+    pub fn up(dir: &Path, suite: Suite, memory_mib: u64, unprivileged: bool) -> anyhow::Result<SystemdContainer> {
         if let Some(why) = crate::rig::unavailable() {
             bail!("the container needs {why}");
         }
@@ -79,7 +81,7 @@ impl SystemdContainer {
             spec: ContainerSpec {
                 vmid: 0,
                 hostname: String::new(),
-                template: Template::DebianSystemd,
+                template: Template::DebianSystemd(suite),
                 unprivileged,
                 rootfs: PathBuf::new(),
                 bridge: String::new(),
@@ -126,7 +128,7 @@ impl SystemdContainer {
         self.spec = ContainerSpec {
             vmid,
             hostname: format!("ct{vmid}"),
-            template: Template::DebianSystemd,
+            template: self.spec.template.clone(),
             unprivileged: self.spec.unprivileged,
             rootfs: rootfs_dir,
             bridge: self.bridge.name.clone(),
