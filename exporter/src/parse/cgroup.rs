@@ -72,11 +72,21 @@ fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = Result<(&str, u64), Pars
         let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
         };
-        let value = value
-            .parse::<u64>()
-            .map_err(|_| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
+        let value = unsigned(value)
+            .ok_or_else(|| ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}")))?;
         Ok((key, value))
     })
+}
+
+/// A kernel counter: digits only. `u64::from_str` also takes a leading `+`, which the kernel
+/// never prints; accepting it in one flat-keyed parser and not the other made them disagree
+/// (found by the cgroup_flat_keyed fuzz target).
+fn unsigned(value: &str) -> Option<u64> {
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        value.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// The values of `keys` in a flat-keyed file, `None` for a key the file does not print;
@@ -97,7 +107,7 @@ pub fn flat_keyed_values<const K: usize>(text: &str, keys: &[&str; K]) -> Result
         };
         let not_a_number = || ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}"));
         match keys.iter().position(|k| *k == key) {
-            Some(i) => out[i] = Some(value.parse::<u64>().map_err(|_| not_a_number())?),
+            Some(i) => out[i] = Some(unsigned(value).ok_or_else(not_a_number)?),
             // A value nobody reads is only checked for its shape (digits), which is what
             // tells a truncated or foreign file; converting it would be wasted work.
             None if value.bytes().all(|b| b.is_ascii_digit()) => {}
@@ -533,7 +543,11 @@ pub fn parse_io_stat_into(text: &str, out: &mut Vec<IoCounters>) -> Result<(), P
             };
             // A non-integer value of these keys is kept verbatim by parse_io_stat and so not
             // a counter: absent here.
-            *slot = value.parse().ok();
+            // A key printed twice: the first integer value, as IoStatDevice::get takes it
+            // (the two parsers disagreed; found by the cgroup_io_stat fuzz target).
+            if slot.is_none() {
+                *slot = value.parse().ok();
+            }
         }
         out.push(entry);
         Ok(())
@@ -570,6 +584,29 @@ pub fn parse_pids_into(text: &str, out: &mut Vec<u32>) -> Result<(), ParseError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz reproducer (cgroup_flat_keyed): `+4455` was a value for parse_flat_keyed but not
+    /// for flat_keyed_values.
+    #[test]
+    fn flat_keyed_parsers_both_refuse_a_plus_sign() {
+        let text = "anon 1282281472\nworkingset_activate_anon +4455\n";
+        assert!(parse_flat_keyed(text).is_err());
+        assert!(flat_keyed_values(text, &["anon"]).is_err());
+        assert!(flat_keyed_values(text, &["workingset_activate_anon"]).is_err());
+    }
+
+    /// Fuzz reproducer (cgroup_io_stat, minimized): a key twice on one line; both io.stat
+    /// parsers take the first value.
+    #[test]
+    fn io_stat_parsers_agree_on_a_repeated_key() {
+        let text = b"8:0 rbytes=32099868672 rios=613785 wios=189911s=14713421824 rios=211667 dbytes=0\n";
+        let text = std::str::from_utf8(text).unwrap();
+        let full = parse_io_stat(text).unwrap();
+        let mut into = Vec::new();
+        parse_io_stat_into(text, &mut into).unwrap();
+        assert_eq!(full[0].rios(), Some(613785));
+        assert_eq!(into[0].rios, Some(613785));
+    }
 
     const HOST_CPU_STAT: &str = include_str!("../../../fixtures/proxmox-host/sys/fs/cgroup/cpu.stat");
 
