@@ -370,8 +370,7 @@ pub struct SelfStat {
 /// Parses `/proc/<pid>/stat`; the command name may contain spaces and parentheses, so
 /// fields are counted after the last `)`.
 pub fn parse_self_stat(text: &str) -> Option<SelfStat> {
-    let after = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let fields: Vec<&str> = crate::parse::pid_stat_fields(text)?.collect();
     // After ")" the first field is state (field 3); utime is field 14, stime 15, starttime 22.
     Some(SelfStat {
         utime: fields.get(11)?.parse().ok()?,
@@ -589,5 +588,18 @@ mod tests {
             })
         );
         assert_eq!(parse_self_stat("garbage"), None);
+    }
+
+    /// Found by the proc_pid_stat fuzz target: a vertical tab split fields here (Unicode
+    /// whitespace) but not in the guest-start reader, so the two disagreed on starttime.
+    #[test]
+    fn self_stat_splits_fields_like_the_start_reader() {
+        let line = "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18\x0b0 19 20";
+        // "18\x0b0" is one field, so field 22 is "19" for both (it was "0" here before).
+        assert_eq!(parse_self_stat(line).map(|s| s.starttime), Some(19));
+        assert_eq!(crate::starts::parse_start_ticks(line).unwrap(), 19);
+        let good = "1 (x) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15 16 17 18 999 20";
+        assert_eq!(parse_self_stat(good).map(|s| s.starttime), Some(999));
+        assert_eq!(crate::starts::parse_start_ticks(good).unwrap(), 999);
     }
 }

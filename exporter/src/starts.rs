@@ -34,12 +34,9 @@ use crate::parse;
 /// started. Fields are counted after the last `)`, since the command name may hold spaces and
 /// parentheses.
 pub fn parse_start_ticks(stat: &str) -> Result<u64, ParseError> {
-    let close = stat
-        .rfind(')')
-        .ok_or_else(|| ParseError::new("no ')' after the command name"))?;
     // After ")" comes field 3 (state); starttime is field 22, the 20th from there.
-    let field = stat[close + 1..]
-        .split_ascii_whitespace()
+    let field = crate::parse::pid_stat_fields(stat)
+        .ok_or_else(|| ParseError::new("no ')' after the command name"))?
         .nth(19)
         .ok_or_else(|| ParseError::new("fewer than 22 fields"))?;
     field

@@ -67,7 +67,7 @@ pub fn parse_flat_keyed(text: &str) -> Result<FlatKeyed, ParseError> {
 /// The `(key, value)` pairs of a flat-keyed file in file order, blank lines skipped; a line
 /// of another shape, or a value that is not an unsigned integer, is an error.
 fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = Result<(&str, u64), ParseError>> {
-    super::lines(text).filter(|l| !l.trim().is_empty()).map(|line| {
+    super::lines(text).filter(|l| !l.trim_ascii().is_empty()).map(|line| {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(ParseError::new(format!("malformed flat-keyed line: {line:?}")));
@@ -108,13 +108,25 @@ pub fn flat_keyed_values<const K: usize>(text: &str, keys: &[&str; K]) -> Result
         let not_a_number = || ParseError::new(format!("value of {key:?} is not an unsigned integer: {value:?}"));
         match keys.iter().position(|k| *k == key) {
             Some(i) => out[i] = Some(unsigned(value).ok_or_else(not_a_number)?),
-            // A value nobody reads is only checked for its shape (digits), which is what
-            // tells a truncated or foreign file; converting it would be wasted work.
-            None if value.bytes().all(|b| b.is_ascii_digit()) => {}
+            // A value nobody reads is only checked for its shape (digits that fit a u64, as
+            // `parse_flat_keyed` demands), which is what tells a truncated or foreign file;
+            // converting it would be wasted work.
+            None if fits_u64(value) => {}
             None => return Err(not_a_number()),
         }
     }
     Ok(out)
+}
+
+/// True when `digits` is an unsigned decimal that fits a u64 (what `str::parse::<u64>`
+/// accepts, leading zeros included), without converting it: at most 20 significant digits,
+/// and 20 compared with u64::MAX as text (equal lengths compare like numbers).
+fn fits_u64(digits: &str) -> bool {
+    const MAX: &str = "18446744073709551615";
+    let significant = digits.trim_start_matches('0');
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (significant.len() < MAX.len() || (significant.len() == MAX.len() && significant <= MAX))
 }
 
 /// What `cgroup.stat` says about the shape of the subtree below a cgroup: enough to tell,
@@ -363,7 +375,7 @@ pub enum BlkioCounters {
 pub fn parse_blkio_rwstat_into(text: &str, which: BlkioCounters, out: &mut Vec<IoCounters>) -> Result<(), ParseError> {
     let rows_before = out.len();
     let result = (|| {
-        for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
+        for line in super::lines(text).filter(|l| !l.trim_ascii().is_empty()) {
             let bad = |why: &str| ParseError::new(format!("malformed blkio line ({why}): {line:?}"));
             let mut fields = line.split_ascii_whitespace();
             let (Some(first), Some(second)) = (fields.next(), fields.next()) else {
@@ -466,7 +478,7 @@ fn io_stat_lines<'t>(
         &mut dyn Iterator<Item = Result<(&'t str, &'t str), ParseError>>,
     ) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
-    for line in super::lines(text).filter(|l| !l.trim().is_empty()) {
+    for line in super::lines(text).filter(|l| !l.trim_ascii().is_empty()) {
         let bad = move |why: &str| ParseError::new(format!("malformed io.stat line ({why}): {line:?}"));
         let mut fields = line.split_ascii_whitespace();
         let device = fields.next().ok_or_else(|| bad("empty"))?;
@@ -725,8 +737,23 @@ mod tests {
             "anon x\n",
             "file 1\nanon -1\n",
             "file 99999999999999999999999\n",
+            // Found by the cgroup_flat_keyed fuzz target: an unread value too large for a u64
+            // passed here while parse_flat_keyed refused the file.
+            "file 1\nanon 18446744073709551616\n",
         ] {
             assert!(flat_keyed_values(bad, &["file"]).is_err(), "{bad:?}");
+            assert!(parse_flat_keyed(bad).is_err(), "{bad:?}");
+        }
+        // Also found by it: a line of a vertical tab was blank to the map parser (Unicode
+        // trim) and a key without a value here (ASCII split); both now refuse it.
+        assert!(flat_keyed_values("file 1\n\x0b\n", &["file"]).is_err());
+        assert!(parse_flat_keyed("file 1\n\x0b\n").is_err());
+        for good in [
+            "file 1\nanon 18446744073709551615\n",
+            "file 1\nanon 000000000000000000000007\n",
+        ] {
+            assert_eq!(flat_keyed_values(good, &["file"]).unwrap(), [Some(1)], "{good:?}");
+            assert!(parse_flat_keyed(good).is_ok(), "{good:?}");
         }
         assert_eq!(flat_keyed_values("\n\n", &["file"]).unwrap(), [None]);
     }

@@ -10,6 +10,15 @@ pub mod pressure;
 pub mod pve;
 pub mod stat;
 
+/// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (state) on.
+/// The command name (field 2, in parentheses) may hold spaces and parentheses itself, so the
+/// fields start after the last `)`; the kernel separates them with single spaces, so only
+/// ASCII whitespace splits (a vertical tab is not a separator: fuzzing found two readers that
+/// disagreed on it). `None` without a `)`.
+pub fn pid_stat_fields(text: &str) -> Option<std::str::SplitAsciiWhitespace<'_>> {
+    Some(text[text.rfind(')')? + 1..].split_ascii_whitespace())
+}
+
 /// The lines of a kernel file, exactly as `str::lines` gives them (split at `\n`, a `\r`
 /// before it removed), found with a plain byte loop instead of its per-line `memchr` call:
 /// kernel files have many short lines (a cgroup's `memory.stat` has fifty of some 25 bytes),
