@@ -269,6 +269,36 @@ const TOOLS: &[&str] = &[
     "tar",
 ];
 
+/// Makes `dir` (which must not exist) a rig's own: created, its parent locked (two rigs or
+/// containers coming up at once, a test and `cargo xtask rig up`, would pick the same free
+/// vmids and bridge: the returned lock orders them until it is dropped), readable by
+/// unprivileged containers' roots (uid 100000 must traverse it), a ledger in it, and a tmpfs of
+/// `size` over it: unpacking the Debian tree and removing it again costs a second instead of
+/// the 15 s that unlinking ~10,000 files takes on this machine's disk (mounted with `discard`).
+/// The ledger is written on the tmpfs from then on.
+pub(crate) fn claim_dir(dir: &Path, size: &str) -> anyhow::Result<(std::fs::File, Ledger)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = lock_dir(dir.parent().unwrap_or(Path::new("/")))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let mut ledger = Ledger::create(&state_path(dir))?;
+    ledger.record(Undo::RemoveTree(dir.to_path_buf()))?;
+    let options = format!("size={size},mode=0755");
+    command::run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &options,
+            "metrics-exporter-rig",
+            &dir.display().to_string(),
+        ],
+    )?;
+    ledger.record(Undo::Unmount(dir.to_path_buf()))?;
+    Ok((lock, ledger))
+}
+
 /// An exclusive `flock` on a directory, held until the returned descriptor is dropped.
 fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
@@ -304,30 +334,7 @@ impl Rig {
             );
         }
         let started = Instant::now();
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        // Two rigs coming up at once (a test and `cargo xtask rig up`) would pick the same free
-        // vmids and bridge: the parent dir's lock (released when `up` returns) orders them.
-        let _lock = lock_dir(dir.parent().unwrap_or(Path::new("/")))?;
-        // Unprivileged containers' roots (uid 100000) must traverse the path.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-        let mut ledger = Ledger::create(&state_path(dir))?;
-        ledger.record(Undo::RemoveTree(dir.to_path_buf()))?;
-        // The rig's files live on a tmpfs of its own: unpacking the Debian tree and removing
-        // it again cost a second instead of the 15 s that unlinking ~10,000 files takes on this
-        // machine's disk (mounted with `discard`). The ledger is written there from now on.
-        command::run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=4g,mode=0755",
-                "metrics-exporter-rig",
-                &dir.display().to_string(),
-            ],
-        )?;
-        ledger.record(Undo::Unmount(dir.to_path_buf()))?;
+        let (_lock, ledger) = claim_dir(dir, "4g")?;
         let cgroups = Hierarchies::read()?;
         let mut rig = Rig {
             description: Description {

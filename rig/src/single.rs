@@ -15,7 +15,7 @@ use crate::ledger::{Ledger, Undo};
 use crate::lxc::{self, ContainerSpec, Template};
 use crate::net::{Bridge, create_bridge, link_exists};
 use crate::rootfs::Suite;
-use crate::{command, lxcfs, rootfs};
+use crate::{lxcfs, rootfs};
 
 /// A running Debian systemd container. Dropping it stops and removes everything.
 #[derive(Debug)]
@@ -50,32 +50,8 @@ impl SystemdContainer {
         if dir.exists() {
             bail!("{} exists already", dir.display());
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        // Ordered with `Rig::up` by the same lock on the parent dir: both pick free vmids and
-        // bridge names.
-        let parent = std::fs::File::open(dir.parent().unwrap_or(Path::new("/")))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own; released when `parent` is dropped.
-        if unsafe { libc::flock(parent.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("cannot lock the parent of {}", dir.display());
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-        let mut ledger = Ledger::create(&dir.join("state.json"))?;
-        ledger.record(Undo::RemoveTree(dir.to_path_buf()))?;
-        // A tmpfs: unpacking and removing the Debian tree costs a second instead of 15 s.
-        command::run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=2g,mode=0755",
-                "metrics-exporter-rig",
-                &dir.display().to_string(),
-            ],
-        )?;
-        ledger.record(Undo::Unmount(dir.to_path_buf()))?;
+        // Ordered with `Rig::up` by the same lock: both pick free vmids and bridge names.
+        let (_lock, ledger) = crate::rig::claim_dir(dir, "2g")?;
         let cgroups = Hierarchies::read()?;
         let mut container = SystemdContainer {
             spec: ContainerSpec {
