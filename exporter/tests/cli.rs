@@ -11,9 +11,7 @@ use common::*;
 fn run(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(binary())
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .only_env(env)
         .output()
         .expect("run metrics-exporter")
 }
@@ -320,9 +318,7 @@ fn check_config_in_a_user_namespace_says_the_kernel_would_refuse() {
         .args(["-U", "-r"])
         .arg(binary())
         .arg("--check-config")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .only_env(&env)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -338,9 +334,7 @@ fn check_config_in_a_user_namespace_says_the_kernel_would_refuse() {
         .args(["-U", "-r"])
         .arg(binary())
         .arg("--once")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .only_env(&env)
         .output()
         .unwrap();
     assert_eq!(once.status.code(), Some(1));

@@ -346,13 +346,7 @@ fn check_config_and_once_make_no_bpf_call_while_the_service_does() {
     assert!(!serve.calls().is_empty(), "the tracer saw no bpf() call of the service");
 
     let check = BpfTrace::new();
-    let out = check
-        .command(&["--check-config"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = check.command(&["--check-config"]).only_env(&env).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let calls = check.calls();
     assert!(
@@ -369,13 +363,7 @@ fn check_config_and_once_make_no_bpf_call_while_the_service_does() {
     assert!(ebpf["reason"].is_string(), "{ebpf}");
 
     let once = BpfTrace::new();
-    let out = once
-        .command(&["--once"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = once.command(&["--once"]).only_env(&env).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let calls = once.calls();
     assert!(
@@ -455,13 +443,7 @@ fn check_config_plan_agrees_with_the_service_for_capability_sets() {
                 .arg(binary());
             command
         };
-        let out = as_user()
-            .arg("--check-config")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
+        let out = as_user().arg("--check-config").only_env(&env).output().unwrap();
         assert!(out.status.success(), "{caps}: {}", String::from_utf8_lossy(&out.stderr));
         let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let plan = &plan["ebpf"];

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Exporter, Series, binary, is_root, parse_exposition, require, value};
+use common::{Exporter, OnlyEnv, Series, binary, is_root, parse_exposition, require, value};
 use guest_rig::cgroups::Hierarchies;
 use guest_rig::report::{Expect, Report};
 use guest_rig::rig::{Description, RIG_ROOT, Rig, Role};
@@ -844,13 +844,7 @@ fn real_guests_hybrid() {
     }
 
     // `--once` on the host: no observation window, so no eBPF counters.
-    let once = Command::new(binary())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .arg("--once")
-        .output()
-        .unwrap();
+    let once = Command::new(binary()).only_env(&env).arg("--once").output().unwrap();
     assert!(
         once.status.success(),
         "--once: {}",

@@ -48,6 +48,20 @@ pub fn require_command(program: &str) -> bool {
     require(&format!("the command {program}"), found)
 }
 
+/// A command that sees only `env` and the caller's PATH: what the exporter reads is exactly
+/// what the test set, never a variable of the machine running the tests.
+pub trait OnlyEnv {
+    fn only_env(&mut self, env: &[(String, String)]) -> &mut Self;
+}
+
+impl OnlyEnv for Command {
+    fn only_env(&mut self, env: &[(String, String)]) -> &mut Self {
+        self.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
 /// An unused loopback port (bound then released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
