@@ -641,34 +641,16 @@ fn check_cgroup(c: &mut Checker, b: &CgroupTruth, a: &CgroupTruth, device: &str)
 
     let io = |t: &CgroupTruth, f: fn(&truth::Io) -> u64| t.io.get(device).map(|io| f(io) as f64);
     let dev = [("device", device)];
-    c.counter(
-        "IO read bytes",
-        "container_fs_reads_bytes_total",
-        &dev,
-        io(b, |i| i.read_bytes),
-        io(a, |i| i.read_bytes),
-    );
-    c.counter(
-        "IO written bytes",
-        "container_fs_writes_bytes_total",
-        &dev,
-        io(b, |i| i.write_bytes),
-        io(a, |i| i.write_bytes),
-    );
-    c.counter(
-        "IO reads",
-        "container_fs_reads_total",
-        &dev,
-        io(b, |i| i.reads),
-        io(a, |i| i.reads),
-    );
-    c.counter(
-        "IO writes",
-        "container_fs_writes_total",
-        &dev,
-        io(b, |i| i.writes),
-        io(a, |i| i.writes),
-    );
+    type Field = fn(&truth::Io) -> u64;
+    let quantities: [(&str, &str, Field); 4] = [
+        ("IO read bytes", "container_fs_reads_bytes_total", |i| i.read_bytes),
+        ("IO written bytes", "container_fs_writes_bytes_total", |i| i.write_bytes),
+        ("IO reads", "container_fs_reads_total", |i| i.reads),
+        ("IO writes", "container_fs_writes_total", |i| i.writes),
+    ];
+    for (quantity, name, field) in quantities {
+        c.counter(quantity, name, &dev, io(b, field), io(a, field));
+    }
 
     let (low, high) = (b.tasks.min(a.tasks), b.tasks.max(a.tasks));
     c.counter(
