@@ -77,6 +77,10 @@ const TARGETS: &[(&str, &[&str])] = &[
     ("pve_guest_config", &[".conf"]),
     ("pve_json", &["/.members", "/.vmlist", "/.version"]),
     ("pve_corosync", &["/corosync.conf"]),
+    (
+        "pve_section_config",
+        &["/storage.cfg", "/replication.cfg", "/jobs.cfg", "/resources.cfg"],
+    ),
     ("proc_pid_stat", &["self/stat", "/1/stat", "/stat"]),
     ("proc_pid_files", &["/cgroup", "/status"]),
 ];

@@ -8,6 +8,7 @@ pub mod mountinfo;
 pub mod netdev;
 pub mod pressure;
 pub mod pve;
+pub mod pve_section;
 pub mod stat;
 
 /// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (state) on.
