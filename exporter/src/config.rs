@@ -81,6 +81,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("PVE_PATH", "/etc/pve", "the Proxmox cluster filesystem"),
     ("EBPF", "auto", "auto, on or off"),
     (
+        "WEB_CONFIG_FILE",
+        "(unset: plain HTTP, no authentication)",
+        "absolute path of a YAML file in Prometheus exporter-toolkit's web config format: TLS, client certificates, basic auth (bcrypt), response headers; re-read when it changes",
+    ),
+    (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "(unset)",
         "OTLP gRPC collector URL (http:// or https://); wins over OTEL_ENDPOINT",
@@ -132,6 +137,7 @@ pub struct RawConfig {
     pub cgroup_path: Option<String>,
     pub pve_path: Option<String>,
     pub ebpf: Option<String>,
+    pub web_config_file: Option<String>,
 }
 
 impl RawConfig {
@@ -239,6 +245,8 @@ pub struct Config {
     pub cgroup_path: Option<PathBuf>,
     pub pve_path: PathBuf,
     pub ebpf: EbpfMode,
+    /// `WEB_CONFIG_FILE`: TLS and basic auth (crate::web_config reads it).
+    pub web_config_file: Option<PathBuf>,
 }
 
 fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -440,6 +448,10 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
         None => None,
         Some(_) => Some(path("CGROUP_PATH", &raw.cgroup_path, "")?),
     };
+    let web_config_file = match trimmed(&raw.web_config_file) {
+        None => None,
+        Some(_) => Some(path("WEB_CONFIG_FILE", &raw.web_config_file, "")?),
+    };
 
     let label_like = |variable: &str, value: &Option<String>| -> Result<Option<String>, ConfigError> {
         match trimmed(value) {
@@ -471,6 +483,7 @@ pub fn validate(raw: &RawConfig, collector_names: &[&str]) -> Result<Config, Con
         cgroup_path,
         pve_path,
         ebpf,
+        web_config_file,
     })
 }
 
@@ -566,6 +579,7 @@ mod tests {
             ("ENABLED_COLLECTORS", "memory,gpu", "cpu, memory, filesystem, process"),
             ("EXPORT_FORMAT", "graphite", "prometheus"),
             ("INSTANCE_ID", "a\nb", "control characters"),
+            ("WEB_CONFIG_FILE", "web.yml", "absolute path"),
         ];
         for (variable, value, accepted) in cases {
             let e = error(&[(variable, value)]);
@@ -612,6 +626,7 @@ mod tests {
             "CGROUP_PATH",
             "PVE_PATH",
             "EBPF",
+            "WEB_CONFIG_FILE",
         ] {
             assert_eq!(names.iter().filter(|n| **n == field).count(), 1, "{field}");
         }

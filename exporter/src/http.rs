@@ -1,7 +1,8 @@
 //! The HTTP side: a plain routing function ([`route`]) that tests call without a socket, and
 //! [`serve`], which runs it on hyper 1 with the [`Limits`] below (first-byte and header read
 //! timeouts, a header size limit, a request body limit, a bound on requests served at once)
-//! and graceful shutdown.
+//! and graceful shutdown. With `WEB_CONFIG_FILE` ([`serve_with`] and [`crate::tls::WebLayer`])
+//! connections are TLS and requests need basic auth; the router itself does not change.
 //!
 //! Endpoints: `GET /` (landing page), `GET /metrics` (the latest snapshot, pre-encoded;
 //! OpenMetrics when the scraper asks for it, gzip when it accepts it), `GET /health`,
@@ -409,38 +410,72 @@ where
 /// One request on a connection: the body bounded, then the router, holding one of the
 /// `slots` (requests routed at once). POST /collect holds none: while it waits for the
 /// collection loop it costs nothing, and the loop's rate rule bounds the work it causes.
-async fn handle<B>(request: Request<B>, app: &App, slots: &Semaphore, limits: &Limits) -> Response<Body>
+///
+/// With a web config, the request must pass its basic auth first (401 otherwise), and every
+/// response carries the config's extra headers.
+async fn handle<B>(
+    request: Request<B>,
+    app: &App,
+    slots: &Semaphore,
+    limits: &Limits,
+    web: Option<&crate::tls::WebLayer>,
+) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, body) = request.into_parts();
-    if let Err(refusal) = discard_small_body(body, limits).await {
-        return refusal;
+    let active = web.map(|w| w.current());
+    let mut response = async {
+        let (parts, body) = request.into_parts();
+        if let Err(refusal) = discard_small_body(body, limits).await {
+            return refusal;
+        }
+        if let (Some(web), Some(active)) = (web, &active)
+            && !web.authorized(active, &parts.headers).await
+        {
+            let mut refusal = error_text(StatusCode::UNAUTHORIZED, "unauthorized");
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"metrics-exporter\", charset=\"UTF-8\""),
+            );
+            return refusal;
+        }
+        let request = Request::from_parts(parts, ());
+        let _slot = if request.uri().path() == "/collect" {
+            None
+        } else {
+            Some(slots.acquire().await.expect("the slot semaphore is never closed"))
+        };
+        route(request, app).await
     }
-    let request = Request::from_parts(parts, ());
-    let _slot = if request.uri().path() == "/collect" {
-        None
-    } else {
-        Some(slots.acquire().await.expect("the slot semaphore is never closed"))
-    };
-    route(request, app).await
+    .await;
+    if let Some(active) = &active {
+        for (name, value) in &active.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response
 }
 
 /// Serves one connection with hyper, watched by the graceful shutdown.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<S>(
+    stream: S,
     peer: std::net::SocketAddr,
     app: Arc<App>,
     slots: Arc<Semaphore>,
     limits: Limits,
+    web: Option<Arc<crate::tls::WebLayer>>,
     builder: hyper::server::conn::http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let app = Arc::clone(&app);
         let slots = Arc::clone(&slots);
-        async move { Ok::<_, Infallible>(handle(request, &app, &slots, &limits).await) }
+        let web = web.clone();
+        async move { Ok::<_, Infallible>(handle(request, &app, &slots, &limits, web.as_deref()).await) }
     });
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(connection).await {
@@ -455,7 +490,21 @@ async fn serve_connection(
 /// buffer, for the client's first byte (`limits.first_byte_timeout`), and only then is handed
 /// to hyper. So a thousand idle connections cost a thousand small tasks and sockets and are
 /// closed after the timeout, and a scrape connecting among them is served at once.
-pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown: watch::Receiver<bool>) {
+    serve_with(listener, app, limits, None, shutdown).await;
+}
+
+/// [`serve`] with `WEB_CONFIG_FILE` in force: when it configures TLS, each connection is a TLS
+/// handshake (bounded by `limits.header_read_timeout`) after its first byte, with the
+/// configuration in force at that moment; a plain HTTP request on the port gets a 400 saying
+/// so and is closed. Basic auth and headers apply per request ([`handle`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: Limits,
+    web: Option<Arc<crate::tls::WebLayer>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_requests_in_progress));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -487,6 +536,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
+        let web = web.clone();
         let task = async move {
             // peek, not readable(): tokio may report a fresh socket readable before any
             // byte came (measured: all of 1,000 idle connections), which would hand each to
@@ -508,9 +558,40 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, mut shu
                     return;
                 }
             }
-            // Boxed: the connection's state (some KB) is allocated only now, not in every
-            // task that waits for a first byte.
-            Box::pin(serve_connection(stream, peer, app, slots, limits, builder, watcher)).await;
+            let acceptor = web
+                .as_ref()
+                .filter(|w| w.tls())
+                .and_then(|w| w.current().acceptor.clone());
+            let Some(acceptor) = acceptor else {
+                // Boxed: the connection's state (some KB) is allocated only now, not in every
+                // task that waits for a first byte.
+                Box::pin(serve_connection(
+                    stream, peer, app, slots, limits, web, builder, watcher,
+                ))
+                .await;
+                return;
+            };
+            if first[0] != crate::tls::TLS_HANDSHAKE_RECORD {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                if first[0].is_ascii_uppercase() {
+                    let _ = stream.write_all(crate::tls::PLAIN_HTTP_ON_TLS_PORT).await;
+                }
+                let _ = stream.shutdown().await;
+                tracing::debug!(%peer, "not a TLS handshake on the TLS port; closed");
+                return;
+            }
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => done,
+                _ = crate::service::stopped(&mut stop) => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => {
+                    Box::pin(serve_connection(tls, peer, app, slots, limits, web, builder, watcher)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not completed within the header timeout; closed"),
+            }
         };
         tokio::spawn(task);
     }

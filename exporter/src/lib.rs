@@ -16,3 +16,5 @@ pub mod promfile;
 pub mod run;
 pub mod service;
 pub mod starts;
+pub mod tls;
+pub mod web_config;

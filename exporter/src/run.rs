@@ -54,6 +54,8 @@ pub struct Prepared {
     pub ebpf_plan: EbpfPlan,
     /// Set when EXPORT_FORMAT includes otlp.
     pub otlp: Option<crate::otlp::OtlpConfig>,
+    /// WEB_CONFIG_FILE, loaded and checked (TLS, basic auth, headers).
+    pub web: Option<Arc<crate::tls::WebLayer>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -85,6 +87,12 @@ pub fn prepare(config: Config, purpose: Purpose) -> anyhow::Result<Prepared> {
         Some(crate::otlp::config::from_env().map_err(|e| StartupConfigError(e.to_string()))?)
     } else {
         None
+    };
+    let web = match &config.web_config_file {
+        Some(path) => Some(Arc::new(
+            crate::tls::WebLayer::load(path).map_err(|e| StartupConfigError(e.to_string()))?,
+        )),
+        None => None,
     };
     if let Some(path) = &config.prometheus_file {
         promfile::check_target(path).map_err(|e| {
@@ -198,6 +206,7 @@ pub fn prepare(config: Config, purpose: Purpose) -> anyhow::Result<Prepared> {
         ebpf: ebpf_report,
         ebpf_plan,
         otlp,
+        web,
     })
 }
 
@@ -461,6 +470,7 @@ pub fn check_config_report(prepared: &Prepared) -> serde_json::Value {
         "enabled_collectors": prepared.enabled,
         "otlp": prepared.otlp,
         "ebpf": prepared.ebpf_plan,
+        "web_config": prepared.web.as_ref().map(|w| w.status()),
     })
 }
 
@@ -482,6 +492,7 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         mut engine,
         otlp,
         ebpf: ebpf_report,
+        web,
         ..
     } = prepared;
     let address = std::net::SocketAddr::new(config.listen_address, config.metrics_port);
@@ -498,6 +509,9 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         engine.add_self_metrics(Arc::clone(file) as Arc<dyn crate::engine::SelfMetrics>);
     }
     components.push(Arc::clone(&ebpf_report) as Arc<dyn Component>);
+    if let Some(web) = &web {
+        components.push(Arc::clone(web) as Arc<dyn Component>);
+    }
     let otlp_health = otlp
         .as_ref()
         .map(|c| Arc::new(crate::otlp::OtlpHealth::new(c.endpoint.clone())));
@@ -523,6 +537,7 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         platform = platform.as_str(),
         collectors = ?app.enabled,
         interval_seconds = app.config.collection_interval.as_secs(),
+        tls = web.as_ref().is_some_and(|w| w.tls()),
         "metrics-exporter started"
     );
     let otlp_task = match (otlp, otlp_health) {
@@ -541,10 +556,11 @@ pub async fn serve(prepared: Prepared) -> anyhow::Result<()> {
         file,
         stop_rx.clone(),
     ));
-    let server = tokio::spawn(crate::http::serve(
+    let server = tokio::spawn(crate::http::serve_with(
         listener,
         Arc::clone(&app),
         crate::http::Limits::default(),
+        web,
         stop_rx,
     ));
     wait_for_signal().await?;

@@ -21,10 +21,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Exporter, fixture_env, free_port, is_root, require, require_command};
+use common::prometheus::Prometheus;
+use common::{Exporter, fixture_env, is_root, require, require_command};
 use guest_rig::http;
 use serde_json::Value as Json;
 
@@ -395,77 +396,19 @@ fn comparisons_become_bool_outside_matchers() {
     assert_eq!(with_bool_comparisons("sum(x)"), "sum(x)");
 }
 
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server of Debian's package on a loopback port, with its own config and
-/// storage in a temp dir, scraping one exporter every second and evaluating the mixin's rules
-/// every second. Killed and its directory removed on drop.
-struct Prometheus {
-    child: Child,
-    address: SocketAddr,
-    instance: String,
-    _dir: tempfile::TempDir,
+/// A Prometheus server of Debian's package (tests/common/prometheus.rs) scraping one exporter
+/// every second and evaluating the mixin's rules every second.
+fn start_prometheus(exporter: SocketAddr) -> Prometheus {
+    let rules: Vec<String> = rule_files().iter().map(|p| format!("  - {}", p.display())).collect();
+    // The job name is the one the alert rules and the README's scrape config use.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: metrics-exporter\n    static_configs:\n      - targets: ['{exporter}']\n",
+        rules.join("\n")
+    );
+    Prometheus::start(&config, exporter.to_string(), |_| {})
 }
 
 impl Prometheus {
-    fn start(exporter: SocketAddr) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let rules: Vec<String> = rule_files().iter().map(|p| format!("  - {}", p.display())).collect();
-        // The job name is the one the alert rules and the README's scrape config use.
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: metrics-exporter\n    static_configs:\n      - targets: ['{exporter}']\n",
-            rules.join("\n")
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={address}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-            .spawn()
-            .expect("start prometheus");
-        let mut prometheus = Prometheus {
-            child,
-            address,
-            instance: exporter.to_string(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                let log = std::fs::read_to_string(prometheus._dir.path().join("stderr")).unwrap_or_default();
-                panic!("prometheus exited with {status}: {log}");
-            }
-            if http::get(address, "/-/ready").is_ok_and(|r| r.status == 200) {
-                return prometheus;
-            }
-            assert!(Instant::now() < deadline, "prometheus was not ready within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The instant vector `expr` evaluates to now, or Prometheus's error.
-    fn query(&self, expr: &str) -> Result<Vec<Json>, String> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let response = http::get(self.address, &path).map_err(|e| e.to_string())?;
-        let body = response.json();
-        if body["status"] != "success" {
-            return Err(format!("{}: {}", body["errorType"], body["error"]));
-        }
-        Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-
     /// Every rule Prometheus loaded: (group, name, expr, is_alert, health, last error).
     fn rules(&self) -> Vec<LoadedRule> {
         let body = http::get(self.address, "/api/v1/rules").unwrap().json();
@@ -484,13 +427,6 @@ impl Prometheus {
             }
         }
         out
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -645,7 +581,7 @@ fn every_expression_returns_data_over_the_proxmox_fixture() {
     let mut env = fixture_env("proxmox-host", "proxmox");
     env.push(("COLLECTION_INTERVAL".into(), "1".into()));
     let exporter = Exporter::start(&env);
-    let prometheus = Prometheus::start(exporter.address);
+    let prometheus = start_prometheus(exporter.address);
     every_expression_answers(&prometheus, Source::Fixture);
 }
 
@@ -666,7 +602,7 @@ fn every_expression_returns_data_over_the_real_guest_rig() {
     env.push(("COLLECTION_INTERVAL".into(), "1".into()));
     env.push(("LOG_LEVEL".into(), "warn".into()));
     let exporter = Exporter::start(&env);
-    let prometheus = Prometheus::start(exporter.address);
+    let prometheus = start_prometheus(exporter.address);
     oom_kill_fires_its_alert(&rig, &prometheus);
     let hybrid = guest_rig::cgroups::Hierarchies::read().unwrap().hybrid();
     every_expression_answers(&prometheus, Source::Rig { hybrid });

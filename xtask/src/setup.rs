@@ -135,6 +135,9 @@ pub fn all(for_tests: bool) -> anyhow::Result<()> {
             "lintian",
             // exporter/tests/mixin.rs reads the rules and the collector example with PyYAML.
             "python3-yaml",
+            // exporter/tests/web_tls.rs: TLS and basic auth proven with curl, certificates made by openssl.
+            "curl",
+            "openssl",
         ])?;
         apt_install(RIG_PACKAGES)?;
         if !succeeds("rustup", &["component", "list", "--installed"]) {

@@ -3,6 +3,8 @@
 //! and the rule for tests that need privileges (in CI a missing capability fails the test).
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -94,7 +96,14 @@ impl Exporter {
     }
 
     /// Like `start`, with a prepared command (e.g. wrapped in `unshare`).
-    pub fn start_with(mut command: Command, env: &[(String, String)]) -> Exporter {
+    pub fn start_with(command: Command, env: &[(String, String)]) -> Exporter {
+        Self::start_ready(command, env, |address| {
+            get(address, "/metrics").is_ok_and(|r| r.status == 200)
+        })
+    }
+
+    /// Like `start_with`, ready when `ready(address)` says so (e.g. over TLS).
+    pub fn start_ready(mut command: Command, env: &[(String, String)], ready: impl Fn(SocketAddr) -> bool) -> Exporter {
         let port = free_port();
         command
             .env_clear()
@@ -114,7 +123,7 @@ impl Exporter {
                 exporter.child.stderr.take().unwrap().read_to_string(&mut stderr).ok();
                 panic!("exporter exited early with {status}: {stderr}");
             }
-            if get(address, "/metrics").is_ok_and(|r| r.status == 200) {
+            if ready(address) {
                 return exporter;
             }
             assert!(Instant::now() < deadline, "exporter did not serve /metrics within 20 s");
