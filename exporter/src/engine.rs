@@ -6,10 +6,18 @@
 //! start of the node's counters. Produces `metrics_exporter_*` and `process_*` series, and
 //! declares since when every node counter has been counting ([`starts::declare_node_starts`]).
 //! Synchronous by design: the run loop calls [`Engine::collect`] on a blocking thread.
+//!
+//! Collectors run one after another on a worker thread, each within a deadline
+//! ([`collector_deadline`]). A collector still inside `collect` at its deadline (a read from a
+//! hung mount, a FIFO without a writer: nothing in userspace can interrupt such a read) keeps
+//! that worker: the collection goes on without its samples on a new worker, and the collector is
+//! reported as timed out, without being asked again, until its call returns. So a hang costs
+//! one collection one deadline, and at most one thread per collector.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::collectors::Collector;
@@ -30,6 +38,15 @@ static COLLECTOR_SUCCESS: MetricDesc = MetricDesc {
     help: "1 if the collector succeeded in the last collection, 0 if it failed.",
     kind: Kind::Gauge,
     unit: Unit::Ratio,
+    labels: &["collector"],
+    scope: Scope::Node,
+    otel: None,
+};
+static COLLECTOR_TIMEOUTS: MetricDesc = MetricDesc {
+    name: "metrics_exporter_collector_timeouts_total",
+    help: "Collections in which the collector was still running at its deadline (a hung read), since the exporter started.",
+    kind: Kind::Counter,
+    unit: Unit::Count("{timeout}"),
     labels: &["collector"],
     scope: Scope::Node,
     otel: None,
@@ -143,10 +160,109 @@ pub trait SelfMetrics: Send + Sync {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CollectorOutcome {
     pub name: &'static str,
+    /// Wall time of its call; for a collector past its deadline, how long it has been in its
+    /// current call.
     pub duration_seconds: f64,
     pub success: bool,
     pub error: Option<String>,
     pub series: usize,
+    /// Still running at its deadline: this collection went on without it.
+    pub timed_out: bool,
+}
+
+/// The least time a collector is given. Why: a collection of a 1000-guest host takes some
+/// 100 ms; 5 s is far beyond any healthy collector even on a loaded machine, so a collector
+/// past it is hung, not slow.
+pub const MIN_COLLECTOR_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long one collector may run before the collection goes on without it: half the
+/// collection interval, so that a collection in which one collector newly hangs still publishes
+/// before the next tick is due, and never less than [`MIN_COLLECTOR_DEADLINE`].
+pub fn collector_deadline(interval: Duration) -> Duration {
+    (interval / 2).max(MIN_COLLECTOR_DEADLINE)
+}
+
+/// One collector and what the engine knows of it.
+struct Member {
+    name: &'static str,
+    slot: Slot,
+    /// Whether its last run failed, so a failing collector logs on each change of state and
+    /// not on every tick.
+    failing: bool,
+    timeouts: u64,
+}
+
+enum Slot {
+    /// Between collections.
+    Ready(Box<dyn Collector>),
+    /// Inside a `collect` call that passed its deadline, since `since`, on a worker the engine
+    /// let go; it comes back through the engine's `done` channel when the call returns.
+    Stuck { since: Instant },
+    /// Handed to the worker for the collection in progress.
+    Running,
+}
+
+/// A collector to run, sent to the worker.
+struct Job {
+    index: usize,
+    collector: Box<dyn Collector>,
+}
+
+/// A finished call, sent back by the worker.
+struct Done {
+    index: usize,
+    collector: Box<dyn Collector>,
+    part: SnapshotBuilder,
+    error: Option<String>,
+    duration: Duration,
+}
+
+/// Runs one collector, isolating a panic; the error text is what /status and the log show.
+fn run_collector(collector: &mut dyn Collector) -> (SnapshotBuilder, Option<String>, Duration) {
+    let mut part = SnapshotBuilder::new();
+    let t0 = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&mut part)));
+    let duration = t0.elapsed();
+    let error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(format!("panicked: {message}"))
+        }
+    };
+    (part, error, duration)
+}
+
+/// Starts a worker thread that runs jobs until its job channel closes.
+fn spawn_worker(done: mpsc::Sender<Done>) -> std::io::Result<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("collector".into()).spawn(move || {
+        while let Ok(Job { index, mut collector }) = queue.recv() {
+            let (part, error, duration) = run_collector(collector.as_mut());
+            let finished = Done {
+                index,
+                collector,
+                part,
+                error,
+                duration,
+            };
+            if done.send(finished).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(jobs)
+}
+
+/// How a call on the worker ended.
+enum Call {
+    Finished(Done),
+    TimedOut,
 }
 
 /// The result of one collection.
@@ -166,7 +282,13 @@ impl Collection {
 
 /// Owns the collectors and the counters about them.
 pub struct Engine {
-    collectors: Vec<Box<dyn Collector>>,
+    members: Vec<Member>,
+    /// The worker collectors run on; `None` until first needed and after one hung on it.
+    worker: Option<mpsc::Sender<Job>>,
+    /// Where every worker, current or let go, sends finished calls.
+    done_tx: mpsc::Sender<Done>,
+    done: mpsc::Receiver<Done>,
+    deadline: Duration,
     identity: Arc<Identity>,
     proc_path: PathBuf,
     proc_self: PathBuf,
@@ -183,14 +305,11 @@ pub struct Engine {
     sequence: u64,
     errors_total: u64,
     self_metrics: Vec<Arc<dyn SelfMetrics>>,
-    /// Per collector: whether its last run failed, so a failing collector logs on each change
-    /// of state and not on every tick.
-    failing: Vec<bool>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.collectors.iter().map(|c| c.name()).collect();
+        let names: Vec<_> = self.members.iter().map(|m| m.name).collect();
         f.debug_struct("Engine")
             .field("collectors", &names)
             .field("sequence", &self.sequence)
@@ -205,9 +324,22 @@ impl Engine {
         proc_path: PathBuf,
         platform: &'static str,
     ) -> Self {
-        let failing = vec![false; collectors.len()];
+        let members = collectors
+            .into_iter()
+            .map(|c| Member {
+                name: c.name(),
+                slot: Slot::Ready(c),
+                failing: false,
+                timeouts: 0,
+            })
+            .collect();
+        let (done_tx, done) = mpsc::channel();
         Engine {
-            collectors,
+            members,
+            worker: None,
+            done_tx,
+            done,
+            deadline: collector_deadline(Duration::from_secs(30)),
             identity,
             proc_self: proc_path.join("self"),
             proc_path,
@@ -219,8 +351,12 @@ impl Engine {
             sequence: 0,
             errors_total: 0,
             self_metrics: Vec::new(),
-            failing,
         }
+    }
+
+    /// How long each collector may run in a collection (see [`collector_deadline`]).
+    pub fn set_collector_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
     }
 
     /// Value of the `ebpf` label of `metrics_exporter_build_info` (e.g. `yes`, `no`).
@@ -233,12 +369,85 @@ impl Engine {
     }
 
     pub fn collector_names(&self) -> Vec<&'static str> {
-        self.collectors.iter().map(|c| c.name()).collect()
+        self.members.iter().map(|m| m.name).collect()
     }
 
-    /// Notes of every collector, for /status.
+    /// Notes of every collector, for /status (none for one stuck in a call).
     pub fn notes(&self) -> Vec<(&'static str, Vec<String>)> {
-        self.collectors.iter().map(|c| (c.name(), c.notes())).collect()
+        self.members
+            .iter()
+            .map(|m| match &m.slot {
+                Slot::Ready(c) => (m.name, c.notes()),
+                Slot::Stuck { .. } | Slot::Running => (m.name, Vec::new()),
+            })
+            .collect()
+    }
+
+    /// Takes back a collector whose hung call has returned; its late samples belong to a
+    /// collection already published and are dropped.
+    fn take_back(&mut self, done: Done) {
+        let member = &mut self.members[done.index];
+        if let Slot::Stuck { since } = member.slot {
+            tracing::info!(
+                collector = member.name,
+                seconds = since.elapsed().as_secs_f64(),
+                "collector returned from a call that passed its deadline"
+            );
+        }
+        member.slot = Slot::Ready(done.collector);
+    }
+
+    /// Runs `collector` on the worker and waits until it returns or its deadline passes.
+    fn call(&mut self, index: usize, collector: Box<dyn Collector>, started: Instant) -> Call {
+        let mut job = Job { index, collector };
+        // A worker is (re)started when there is none; if the system refuses a thread, the
+        // collector runs here, without a deadline, rather than not at all.
+        for _ in 0..2 {
+            let worker = match self.worker.take() {
+                Some(worker) => worker,
+                None => match spawn_worker(self.done_tx.clone()) {
+                    Ok(worker) => worker,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a collector thread; collecting without a deadline");
+                        break;
+                    }
+                },
+            };
+            match worker.send(job) {
+                Ok(()) => {
+                    self.worker = Some(worker);
+                    return self.wait(index, started);
+                }
+                Err(mpsc::SendError(back)) => job = back,
+            }
+        }
+        let mut collector = job.collector;
+        let (part, error, duration) = run_collector(collector.as_mut());
+        Call::Finished(Done {
+            index,
+            collector,
+            part,
+            error,
+            duration,
+        })
+    }
+
+    fn wait(&mut self, index: usize, started: Instant) -> Call {
+        let deadline = started + self.deadline;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done.recv_timeout(left) {
+                Ok(done) if done.index == index => return Call::Finished(done),
+                Ok(late) => self.take_back(late),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // The worker is busy with this call for as long as it lasts: let it go
+                    // (it ends once the call returns, as its job channel is closed).
+                    self.worker = None;
+                    return Call::TimedOut;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("the engine holds a sender"),
+            }
+        }
     }
 
     /// Runs one collection. Never panics because of a collector.
@@ -247,42 +456,55 @@ impl Engine {
         let timestamp = SystemTime::now();
         self.sequence += 1;
         let mut out = SnapshotBuilder::new();
-        let mut outcomes = Vec::with_capacity(self.collectors.len());
-        for (index, collector) in self.collectors.iter_mut().enumerate() {
-            let name = collector.name();
-            let mut part = SnapshotBuilder::new();
+        let mut outcomes = Vec::with_capacity(self.members.len());
+        while let Ok(late) = self.done.try_recv() {
+            self.take_back(late);
+        }
+        for index in 0..self.members.len() {
+            let name = self.members[index].name;
             let t0 = Instant::now();
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&mut part)));
-            let duration = t0.elapsed();
-            let error = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Some(format!("panicked: {message}"))
-                }
-            };
-            match (&error, self.failing[index]) {
+            let (part, error, duration, timed_out) =
+                match std::mem::replace(&mut self.members[index].slot, Slot::Running) {
+                    Slot::Ready(collector) => match self.call(index, collector, t0) {
+                        Call::Finished(done) => {
+                            self.members[index].slot = Slot::Ready(done.collector);
+                            (Some(done.part), done.error, done.duration, false)
+                        }
+                        Call::TimedOut => {
+                            self.members[index].slot = Slot::Stuck { since: t0 };
+                            (None, Some(self.timed_out_message(t0)), t0.elapsed(), true)
+                        }
+                    },
+                    Slot::Stuck { since } => {
+                        self.members[index].slot = Slot::Stuck { since };
+                        (None, Some(self.timed_out_message(since)), since.elapsed(), true)
+                    }
+                    Slot::Running => unreachable!("only one collection runs at a time"),
+                };
+            let member = &mut self.members[index];
+            match (&error, member.failing) {
                 (Some(e), false) => tracing::warn!(collector = name, error = %e, "collector failed"),
                 (None, true) => tracing::info!(collector = name, "collector recovered"),
                 _ => {}
             }
-            self.failing[index] = error.is_some();
+            member.failing = error.is_some();
+            if timed_out {
+                member.timeouts += 1;
+            }
             if error.is_some() {
                 self.errors_total += 1;
             }
-            let series = part.series_count();
-            out.append(part);
+            let series = part.as_ref().map_or(0, SnapshotBuilder::series_count);
+            if let Some(part) = part {
+                out.append(part);
+            }
             outcomes.push(CollectorOutcome {
                 name,
                 duration_seconds: duration.as_secs_f64(),
                 success: error.is_none(),
                 error,
                 series,
+                timed_out,
             });
         }
         for outcome in &outcomes {
@@ -292,6 +514,9 @@ impl Engine {
                 [outcome.name],
                 if outcome.success { 1.0 } else { 0.0 },
             );
+        }
+        for member in &self.members {
+            out.push(&COLLECTOR_TIMEOUTS, [member.name], member.timeouts as f64);
         }
         out.push(&COLLECTIONS, [] as [&str; 0], self.sequence as f64);
         out.push(&COLLECTION_ERRORS, [] as [&str; 0], self.errors_total as f64);
@@ -327,6 +552,14 @@ impl Engine {
             outcomes,
             duration,
         }
+    }
+
+    fn timed_out_message(&self, since: Instant) -> String {
+        format!(
+            "timed out: still in its call after {:.1} s (deadline {:.1} s, a hung read?); its samples are absent and it is not called again until that call returns",
+            since.elapsed().as_secs_f64(),
+            self.deadline.as_secs_f64()
+        )
     }
 
     /// The exporter's own CPU, RSS, fds and start time, given `btime`; returns the start. A
@@ -448,6 +681,82 @@ mod tests {
         assert_eq!(errors.samples[0].value, crate::model::Value::Number(4.0));
         let success = c.snapshot.family("metrics_exporter_collector_success").unwrap();
         assert_eq!(success.samples.len(), 3);
+    }
+
+    /// Blocks in `collect` while its gate is closed, as a read from a hung mount does.
+    struct Hanging {
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Collector for Hanging {
+        fn name(&self) -> &'static str {
+            "hanging"
+        }
+        fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (open, changed) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = changed.wait(open).unwrap();
+            }
+            out.push(&NODE_COUNTER, [] as [&str; 0], 7.0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hung_collector_is_timed_out_not_called_again_and_recovers() {
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hanging = Hanging {
+            gate: Arc::clone(&gate),
+            calls: Arc::clone(&calls),
+        };
+        let collectors: Vec<Box<dyn Collector>> = vec![Box::new(hanging), Box::new(Fixed("fixed", 42.0))];
+        let mut engine = Engine::new(collectors, Arc::default(), "/proc".into(), "host");
+        engine.set_collector_deadline(Duration::from_millis(100));
+        let outcome = |c: &Collection, n: &str| c.outcomes.iter().find(|o| o.name == n).unwrap().clone();
+        let timeouts = |c: &Collection| {
+            let family = c.snapshot.family("metrics_exporter_collector_timeouts_total").unwrap();
+            let sample = family.samples.iter().find(|s| &*s.labels[0] == "hanging").unwrap();
+            sample.value.clone()
+        };
+        for round in 1..=3 {
+            let c = engine.collect();
+            let hung = outcome(&c, "hanging");
+            assert!(hung.timed_out && !hung.success, "round {round}: {hung:?}");
+            assert!(hung.error.as_deref().unwrap().starts_with("timed out"), "{hung:?}");
+            assert_eq!(hung.series, 0);
+            assert!(outcome(&c, "fixed").success, "the others are collected");
+            assert!(c.snapshot.family("node_test_seconds_total").is_none(), "absent, not 0");
+            assert_eq!(timeouts(&c), crate::model::Value::Number(round as f64));
+            // Called once: while its call hangs it is not called again (no second thread).
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+        {
+            let (open, changed) = &*gate;
+            *open.lock().unwrap() = true;
+            changed.notify_all();
+        }
+        // The hung call returns on its own thread; the next collections take it back.
+        let mut recovered = None;
+        for _ in 0..200 {
+            let c = engine.collect();
+            if outcome(&c, "hanging").success {
+                recovered = Some(c);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let c = recovered.expect("the collector came back once its call returned");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!outcome(&c, "hanging").timed_out);
+        assert!(c.snapshot.family("node_test_seconds_total").is_some());
+        assert_eq!(
+            timeouts(&c),
+            crate::model::Value::Number(3.0),
+            "a counter: it keeps its count"
+        );
     }
 
     static NODE_COUNTER: MetricDesc = MetricDesc {

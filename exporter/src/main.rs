@@ -109,8 +109,9 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(run::serve(prepared)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // One line, as for every other start failure (a port in use): a log record of
+                // the same error beside it would say it twice.
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "metrics-exporter failed");
                     eprintln!("metrics-exporter: {e:#}");
                     ExitCode::from(1)
                 }

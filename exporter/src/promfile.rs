@@ -119,7 +119,8 @@ impl FileOutput {
             }
             Err(e) => {
                 if state.healthy {
-                    tracing::error!(error = %e, "cannot write PROMETHEUS_FILE");
+                    // The configured path, not only the temporary file's that failed.
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write PROMETHEUS_FILE");
                 }
                 state.failures += 1;
                 state.healthy = false;

@@ -94,6 +94,13 @@ pub fn prepare(config: Config, purpose: Purpose) -> anyhow::Result<Prepared> {
         )),
         None => None,
     };
+    // Retrying less often than collections are made would leave a collector that comes back
+    // without data for several intervals (after a long outage the backoff reaches its 30 s
+    // cap): the backoff stops growing at one interval, so delivery resumes within one.
+    let otlp = otlp.map(|mut otlp| {
+        otlp.backoff_max = otlp.backoff_max.min(config.collection_interval);
+        otlp
+    });
     if let Some(path) = &config.prometheus_file {
         promfile::check_target(path).map_err(|e| {
             StartupConfigError(format!(
@@ -193,6 +200,7 @@ pub fn prepare(config: Config, purpose: Purpose) -> anyhow::Result<Prepared> {
         detection.platform.as_str(),
     );
     engine.set_ebpf_label(if ebpf_report.enabled { "yes" } else { "no" });
+    engine.set_collector_deadline(crate::engine::collector_deadline(config.collection_interval));
     let ebpf_report = Arc::new(ebpf_report);
     engine.add_self_metrics(Arc::clone(&ebpf_report) as Arc<dyn crate::engine::SelfMetrics>);
     Ok(Prepared {
