@@ -147,7 +147,7 @@ pub struct WebConfig {
     pub tls: Option<TlsSettings>,
     /// User name to bcrypt hash; empty: no authentication.
     pub users: BTreeMap<String, Secret>,
-    /// Extra response headers, in the file's order.
+    /// Extra response headers, sorted by name (distinct names: their order does not matter).
     pub headers: Vec<(String, String)>,
     pub http2: bool,
 }
@@ -690,8 +690,8 @@ mod tests {
         assert_eq!(
             c.headers,
             [
-                ("X-Frame-Options".to_owned(), "deny".to_owned()),
-                ("Strict-Transport-Security".to_owned(), "max-age=31536000".to_owned())
+                ("Strict-Transport-Security".to_owned(), "max-age=31536000".to_owned()),
+                ("X-Frame-Options".to_owned(), "deny".to_owned())
             ]
         );
         assert!(!c.http2);
