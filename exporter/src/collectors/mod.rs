@@ -96,6 +96,16 @@ pub const CATALOGUE: &[CollectorInfo] = &[
         platforms: &[Proxmox],
     },
     CollectorInfo {
+        name: "storage",
+        description: "size, used and available bytes of every Proxmox storage enabled on this node (/etc/pve/storage.cfg): path types by statvfs with a hung-mount deadline, others from pvestatd's values in /etc/pve/.rrd",
+        platforms: &[Proxmox],
+    },
+    CollectorInfo {
+        name: "replication",
+        description: "Proxmox storage replication jobs of local guests (/etc/pve/replication.cfg) with last sync, last try, duration and consecutive failures from /var/lib/pve-manager/pve-replication-state.json",
+        platforms: &[Proxmox],
+    },
+    CollectorInfo {
         name: "process",
         description: "process and thread counts (container: its cgroup subtree)",
         platforms: &[Host, Proxmox, Lxc],

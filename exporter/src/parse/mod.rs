@@ -9,6 +9,7 @@ pub mod netdev;
 pub mod pressure;
 pub mod pve;
 pub mod pve_section;
+pub mod pve_state;
 pub mod stat;
 
 /// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (state) on.

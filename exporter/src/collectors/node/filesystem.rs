@@ -300,7 +300,7 @@ impl FilesystemCollector {
 
     /// statvfs of every path, each on its own thread, answers collected until one deadline.
     /// `None` for a path that got no answer (hung now or before).
-    fn stat_all(&mut self, paths: &[PathBuf]) -> Vec<Option<std::io::Result<FsStats>>> {
+    pub fn stat_all(&mut self, paths: &[PathBuf]) -> Vec<Option<std::io::Result<FsStats>>> {
         self.hung.retain(|_, done| !done.load(Ordering::Acquire));
         let mut results: Vec<Option<std::io::Result<FsStats>>> = paths.iter().map(|_| None).collect();
         let (tx, rx) = mpsc::channel();

@@ -15,6 +15,8 @@ mod files;
 pub mod guests;
 pub mod layout;
 pub mod metrics;
+pub mod replication;
+pub mod storage;
 pub mod synthetic;
 
 /// Creates the Proxmox collector called `name` (`guests` or `cluster`), `None` for any other
@@ -24,6 +26,8 @@ pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
     match name {
         "guests" => Some(Box::new(guests::GuestsCollector::new(env))),
         "cluster" => Some(Box::new(cluster::ClusterCollector::new(env))),
+        "storage" => Some(Box::new(storage::StorageCollector::new(env))),
+        "replication" => Some(Box::new(replication::ReplicationCollector::new(env))),
         _ => None,
     }
 }
