@@ -661,7 +661,7 @@ pub fn summary(file: &Path, config: &WebConfig) -> Value {
 mod tests {
     use super::*;
 
-    const HASH: &str = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
+    const HASH: &str = "$2b$10$URDo1QUmjQm3A2S14J81g./YZCtQADBVGrhZ4ba8qRc7yGQ.r/Nva";
 
     fn parse_text(text: &str) -> Result<WebConfig, WebConfigError> {
         parse(Path::new("/etc/metrics-exporter/web.yml"), text)
@@ -711,7 +711,7 @@ mod tests {
         assert!(c.http2);
         // No TLS key set (or an empty file): plain HTTP.
         assert_eq!(
-            parse_text("basic_auth_users:\n  u: '$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG'\n")
+            parse_text("basic_auth_users:\n  u: '$2b$10$URDo1QUmjQm3A2S14J81g./YZCtQADBVGrhZ4ba8qRc7yGQ.r/Nva'\n")
                 .unwrap()
                 .tls,
             None
@@ -862,8 +862,8 @@ mod tests {
             ("basic_auth_users: s3cr3t-password\n", "s3cr3t-password"),
             ("tls_server_config:\n  key: [PRIVATEKEYTEXT]\n", "PRIVATEKEYTEXT"),
             (
-                "basic_auth_users:\n  alice: '$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG'\n  bob: [\n",
-                "X0h1gDsPszWURQ",
+                "basic_auth_users:\n  alice: '$2b$10$URDo1QUmjQm3A2S14J81g./YZCtQADBVGrhZ4ba8qRc7yGQ.r/Nva'\n  bob: [\n",
+                "URDo1QUmjQm3A2S14J81g",
             ),
         ] {
             let e = error(text).to_string();
@@ -871,9 +871,24 @@ mod tests {
         }
         // Debug of a parsed config does not show the hash either.
         let c = parse_text(&format!("basic_auth_users:\n  alice: '{HASH}'\n")).unwrap();
-        assert!(!format!("{c:?}").contains("X0h1g"));
+        assert!(!format!("{c:?}").contains("URDo1QUm"));
         let summary = summary(Path::new("/w.yml"), &c).to_string();
-        assert!(summary.contains("alice") && !summary.contains("X0h1g"), "{summary}");
+        assert!(summary.contains("alice") && !summary.contains("URDo1QUm"), "{summary}");
+    }
+
+    #[test]
+    fn the_readme_example_parses_and_its_hash_is_bcrypt() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## TLS and authentication").expect("README section")..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let c = parse_text(example).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
+        assert_eq!(tls.cert, Pem::File("/etc/metrics-exporter/server.crt".into()));
+        assert_eq!(c.headers.len(), 3);
+        // The example's hash is of the password "scrape-me".
+        assert!(bcrypt::verify("scrape-me", c.users["prometheus"].expose()).unwrap());
     }
 
     #[test]

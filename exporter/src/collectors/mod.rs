@@ -110,6 +110,21 @@ pub const CATALOGUE: &[CollectorInfo] = &[
         description: "process and thread counts (container: its cgroup subtree)",
         platforms: &[Host, Proxmox, Lxc],
     },
+    CollectorInfo {
+        name: "diskstats",
+        description: "block device I/O of whole disks, device-mapper devices and zvols from /proc/diskstats (partitions, loop and ram devices left out), under node_exporter's names",
+        platforms: &[Host, Proxmox],
+    },
+    CollectorInfo {
+        name: "zfs",
+        description: "ZFS ARC size, target, limits and hits from /proc/spl/kstat/zfs/arcstats and pool health from /proc/spl/kstat/zfs/<pool>/state (nothing without the ZFS module)",
+        platforms: &[Host, Proxmox],
+    },
+    CollectorInfo {
+        name: "pve_node",
+        description: "Proxmox node facts from local files: pve-manager version (/var/lib/dpkg/status), certificate expiry (/etc/pve), subscription status and due date (/etc/subscription)",
+        platforms: &[Proxmox],
+    },
 ];
 
 /// Names accepted in ENABLED_COLLECTORS.

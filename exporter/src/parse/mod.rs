@@ -2,6 +2,8 @@
 //! typed values or a [`crate::error::ParseError`]; readers (in the collectors) add the path.
 
 pub mod cgroup;
+pub mod diskstats;
+pub mod dpkg;
 pub mod loadavg;
 pub mod meminfo;
 pub mod mountinfo;
@@ -10,7 +12,9 @@ pub mod pressure;
 pub mod pve;
 pub mod pve_section;
 pub mod pve_state;
+pub mod pve_subscription;
 pub mod stat;
+pub mod zfs;
 
 /// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (state) on.
 /// The command name (field 2, in parentheses) may hold spaces and parentheses itself, so the

@@ -16,12 +16,14 @@ use crate::collectors::{Collector, Environment};
 use crate::parse::mountinfo::Mount;
 
 pub mod cpu;
+pub mod diskstats;
 pub mod filesystem;
 pub mod load;
 pub mod memory;
 pub mod network;
 pub mod pressure;
 pub mod process;
+pub mod zfs;
 
 /// The collector for a catalogue name, `None` for a name that is not a node collector.
 pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
@@ -33,6 +35,8 @@ pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
         "network" => Box::new(network::NetworkCollector::new(env)),
         "pressure" => Box::new(pressure::PressureCollector::new(env)),
         "process" => Box::new(process::ProcessCollector::new(env)),
+        "diskstats" => Box::new(diskstats::DiskstatsCollector::new(env)),
+        "zfs" => Box::new(zfs::ZfsCollector::new(env)),
         _ => return None,
     })
 }

@@ -15,6 +15,7 @@ mod files;
 pub mod guests;
 pub mod layout;
 pub mod metrics;
+pub mod node_info;
 pub mod replication;
 pub mod storage;
 pub mod synthetic;
@@ -26,6 +27,7 @@ pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
     match name {
         "guests" => Some(Box::new(guests::GuestsCollector::new(env))),
         "cluster" => Some(Box::new(cluster::ClusterCollector::new(env))),
+        "pve_node" => Some(Box::new(node_info::NodeInfoCollector::new(env))),
         "storage" => Some(Box::new(storage::StorageCollector::new(env))),
         "replication" => Some(Box::new(replication::ReplicationCollector::new(env))),
         _ => None,
