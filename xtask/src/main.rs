@@ -11,6 +11,8 @@
 //!   guests laid out as Proxmox VE lays them out), for a person who wants to look.
 //! - `cargo xtask fuzz [--minutes N | --seconds N] [TARGET...]`: the parsers' cargo-fuzz targets
 //!   (`fuzz/`), seeded from `fixtures/` (`fuzz.rs`).
+//! - `cargo xtask soak otlp-outage [--minutes N] | churn [--cycles N]`: the long runs of the
+//!   OTLP-outage and guest-churn fault tests (`soak.rs`).
 //!
 //! Installation is idempotent: each step checks first and installs only what is absent.
 
@@ -24,6 +26,7 @@ mod deb;
 mod fuzz;
 mod rig;
 mod setup;
+mod soak;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,8 +60,9 @@ fn main() -> ExitCode {
         Some("rig") => rig::run(&args[1..]),
         Some("deb") => deb::run_deb(&args[1..]),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|run|test|compare|rig|deb|fuzz>");
+            eprintln!("usage: cargo xtask <setup|run|test|compare|rig|deb|fuzz|soak>");
             return ExitCode::from(2);
         }
     };
