@@ -12,7 +12,14 @@
 //! - [`COUNTERS_MAP`]: [`GuestCounters`] striped per possible CPU (index `cpu * MAX_GUESTS +
 //!   slot`), `BPF_F_MMAPABLE`, read by userspace without a syscall.
 //! - [`CPU_STATE_MAP`]: per-CPU [`CpuState`] of the sched_switch program.
-//! - [`EVENT_STATS_MAP`]: per-CPU counters of events the kernel side could not account.
+//! - [`EVENT_STATS_MAP`]: u64 counters of events the kernel side could not account, striped
+//!   per possible CPU (index `cpu * EVENT_STATS_LEN + event`), `BPF_F_MMAPABLE`.
+//!
+//! After start-up userspace makes no bpf() call: it reads and writes the maps above only
+//! through shared mappings (made while it still held its capabilities), so it needs no
+//! capability afterwards, and new guests are placed by a plain memory write. That holds also
+//! on kernels before 6.5, which refuse every bpf() command, even a lookup on a descriptor
+//! already held, to a process without CAP_BPF while `kernel.unprivileged_bpf_disabled` is set.
 //!
 //! Read-only globals set by userspace at load: [`GLOBAL_SUM_EXEC_RUNTIME_OFFSET`],
 //! [`GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET`] and [`GLOBAL_RUN_DELAY_OFFSET`], byte offsets inside
@@ -59,11 +66,14 @@ pub const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
 ];
-/// cgroup_skb programs, attached to each guest's cgroup.
+/// cgroup_skb programs, attached once to the root of the cgroup2 hierarchy (a bpf_link, which
+/// coexists with other programs there and below): every socket's packets reach them, present
+/// and future guests alike, and the slot table decides which guest, if any, they count for.
 pub const SKB_INGRESS_PROGRAM: &str = "guest_skb_ingress";
 pub const SKB_EGRESS_PROGRAM: &str = "guest_skb_egress";
 
-/// Indices into the per-CPU `EVENT_STATS` array.
+/// Events counted in `EVENT_STATS`; CPU `c`'s count of event `e` is entry
+/// `c * EVENT_STATS_LEN + e`.
 /// A guest task was switched out whose switch-in this CPU did not see (the sched_switch that
 /// switched it in did not reach the program, or happened before attaching): its slice is
 /// charged from `se.prev_sum_exec_runtime` (see [`GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET`]) and

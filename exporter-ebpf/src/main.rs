@@ -6,7 +6,8 @@
 //!   growth of its `se.sum_exec_runtime` (CPU time) and `sched_info.run_delay` (the run-queue
 //!   wait before the slice, one histogram sample) since its switch-in on this CPU.
 //! - `sched_process_fork|exec|exit`: task lifecycle counters of `current`'s guest.
-//! - `guest_skb_ingress|egress` (cgroup_skb, attached per guest cgroup): packets and L3 bytes.
+//! - `guest_skb_ingress|egress` (cgroup_skb, attached once at the cgroup2 root): packets and L3
+//!   bytes of guest sockets, found through the same slot table as the tracepoints.
 //!
 //! Every program does a constant amount of work: one slot-table lookup probing at most
 //! `SLOT_TABLE_PROBES` entries, no loop over data of unbounded size.

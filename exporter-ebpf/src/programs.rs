@@ -60,8 +60,11 @@ static GUEST_COUNTERS: Array<GuestCounters> = Array::with_max_entries(MAX_GUESTS
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
+/// `EVENT_STATS_LEN` entries here; userspace sets `nr_cpus * EVENT_STATS_LEN` at load (one
+/// stripe per possible CPU, like the counters) and reads them through a shared mapping: a
+/// per-CPU array could only be read with a bpf() call, which needs CAP_BPF before Linux 6.5.
 #[map]
-static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_STATS_LEN, 0);
+static EVENT_STATS: Array<u64> = Array::with_max_entries(EVENT_STATS_LEN, BPF_F_MMAPABLE);
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "license")]
@@ -73,12 +76,14 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     unsafe { core::hint::unreachable_unchecked() }
 }
 
-/// Adds one to a per-CPU event counter and returns the new value.
+/// Adds one to this CPU's count of an event and returns the new value.
 #[inline(always)]
 fn count_event(index: u32) -> u64 {
-    match EVENT_STATS.get_ptr_mut(index) {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    match EVENT_STATS.get_ptr_mut(cpu * EVENT_STATS_LEN + index) {
         Some(p) => {
-            // SAFETY: a per-CPU array value, written only by this CPU.
+            // SAFETY: this CPU's stripe, written only by this CPU.
             unsafe {
                 *p += 1;
                 *p
@@ -264,8 +269,18 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The guest of an skb's socket. cgroup_skb programs are attached to each guest's cgroup, so
-/// they run only for guest sockets; the lookup finds which guest.
+/// The guest of an skb's socket. The cgroup_skb programs are attached at the root of the
+/// cgroup2 hierarchy, so they run for every socket of the machine: the socket's cgroup folded
+/// to the guest level is looked up in the slot table, and a socket of no guest (the host's own
+/// processes, or any cgroup userspace never placed) costs that one lookup and counts nothing.
+/// A guest started after the programs were attached is counted as soon as userspace writes its
+/// table entry: no attach, no bpf() call, no capability.
+///
+/// `bpf_skb_ancestor_cgroup_id` reads the cgroup of `skb->sk`, which the cgroup_skb hook sets
+/// to the full socket the packet is delivered to or sent from (the same socket whose cgroup
+/// selected the programs), and returns 0 when that cgroup is shallower than `level`:
+/// <https://elixir.bootlin.com/linux/v6.18/source/kernel/bpf/cgroup.c> (`__cgroup_bpf_run_filter_skb`),
+/// <https://elixir.bootlin.com/linux/v6.18/source/net/core/filter.c> (`bpf_skb_ancestor_cgroup_id`).
 #[inline(always)]
 fn skb_guest(ctx: &SkBuffContext) -> Option<*mut GuestCounters> {
     let table = SLOT_TABLE.get(0)?;

@@ -236,7 +236,12 @@ impl Component for EbpfReport {
         None
     }
     fn status(&self) -> serde_json::Value {
-        serde_json::json!({ "enabled": self.enabled, "built_in": !ebpf::NOT_BUILT, "reason": self.reason })
+        serde_json::json!({
+            "enabled": self.enabled,
+            "built_in": !ebpf::NOT_BUILT,
+            "reason": self.reason,
+            "capabilities": ebpf::privileges::outcome(),
+        })
     }
 }
 
@@ -244,6 +249,9 @@ impl crate::engine::SelfMetrics for EbpfReport {
     fn add(&self, out: &mut crate::model::SnapshotBuilder) {
         if let Some(why) = &self.reason {
             ebpf::metrics::push_unavailable(out, why);
+        }
+        if let Some(drop) = ebpf::privileges::outcome() {
+            ebpf::metrics::push_capabilities(out, drop);
         }
     }
 }

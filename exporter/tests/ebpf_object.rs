@@ -57,12 +57,14 @@ fn embedded_object_matches_the_contract() {
         1,
         0,
     );
+    // Striped per CPU like the counters and read through a mapping: no bpf() lookup after the
+    // capabilities are dropped.
     expect(
         common::EVENT_STATS_MAP,
-        BPF_MAP_TYPE_PERCPU_ARRAY,
+        BPF_MAP_TYPE_ARRAY,
         8,
         common::EVENT_STATS_LEN,
-        0,
+        BPF_F_MMAPABLE,
     );
     let rodata = obj.maps.get(".rodata").expect(".rodata holds the task field offsets");
     assert!(rodata.value_size() >= 8, "two u32 offsets");

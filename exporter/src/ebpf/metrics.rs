@@ -15,6 +15,7 @@
 use crate::model::{Histogram, Kind, LabelValue, MetricDesc, OtelName, Scope, SnapshotBuilder, Unit, Value};
 use exporter_common::{RUNQ_BUCKETS, runq_bucket_upper_ns};
 
+use super::privileges::CapabilityDrop;
 use super::{EbpfUnavailable, GuestReading, SelfStats};
 
 /// Label names of every guest family, in order.
@@ -164,6 +165,16 @@ pub static EVENTS_LOST: MetricDesc = MetricDesc {
     otel: None,
 };
 
+pub static CAPABILITIES_DROPPED: MetricDesc = MetricDesc {
+    name: "metrics_exporter_capabilities_dropped",
+    help: "1 when the exporter dropped every capability after trying to load its eBPF programs (none effective, permitted, inheritable or ambient, read back from /proc/self/status), 0 when it could not; absent when it did not try to load them.",
+    kind: Kind::Gauge,
+    unit: Unit::Ratio,
+    labels: &[],
+    scope: Scope::Node,
+    otel: None,
+};
+
 /// Every family this module declares (for catalogues and documentation).
 pub static ALL: &[&MetricDesc] = &[
     &RUNQUEUE_LATENCY,
@@ -180,6 +191,7 @@ pub static ALL: &[&MetricDesc] = &[
     &MAP_ENTRIES,
     &MAP_CAPACITY,
     &EVENTS_LOST,
+    &CAPABILITIES_DROPPED,
 ];
 
 /// The run-queue histogram of one reading, with cumulative buckets in seconds.
@@ -240,6 +252,15 @@ pub fn push_self(out: &mut SnapshotBuilder, stats: &SelfStats) {
     if let Some(n) = stats.bad_slot {
         out.push(&EVENTS_LOST, ["bad_slot_entry"], n as f64);
     }
+}
+
+/// Adds `metrics_exporter_capabilities_dropped` for the drop that followed the load.
+pub fn push_capabilities(out: &mut SnapshotBuilder, drop: &CapabilityDrop) {
+    out.push(
+        &CAPABILITIES_DROPPED,
+        [] as [&str; 0],
+        if drop.dropped { 1.0 } else { 0.0 },
+    );
 }
 
 /// Adds `metrics_exporter_ebpf_enabled 0` with the reason the programs do not run.

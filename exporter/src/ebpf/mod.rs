@@ -3,7 +3,7 @@
 //!
 //! Hooks (see `exporter-ebpf`): the BTF tracepoint `sched_switch` (task field offsets come from
 //! the kernel's BTF, [`btf`]), raw tracepoints `sched_process_fork|exec|exit`, and cgroup_skb
-//! ingress/egress attached to each guest's cgroup. Metrics: the eBPF-only guest families and the
+//! ingress/egress attached once at the root of the cgroup2 hierarchy. Metrics: the eBPF-only guest families and the
 //! `metrics_exporter_ebpf_*` self families of [`metrics`]; per-guest CPU time is handed to the
 //! Proxmox collector, which exports it under the same name as its cgroupfs value.
 //!
@@ -11,9 +11,10 @@
 //! 1. [`start`] once at start with the `EBPF` mode and the platform: it returns either a
 //!    loaded [`EbpfRuntime`] or the reason there is none ([`EbpfUnavailable`], shown in
 //!    /status and as `metrics_exporter_ebpf_enabled 0`), and logs one line either way;
-//!    `EBPF=on` turns a failure into [`EbpfFatal`].
+//!    `EBPF=on` turns a failure into [`EbpfFatal`]. After a load it drops every capability of
+//!    the process ([`privileges`]): nothing below needs one.
 //! 2. [`EbpfRuntime::assign`] when a guest's cgroup is discovered: the slot identifies the
-//!    guest from then on. [`EbpfRuntime::release`] when it goes: the slot is reused later
+//!    guest from then on; assigning is a write into the mmap-ed slot table (no bpf() call). [`EbpfRuntime::release`] when it goes: the slot is reused later
 //!    without carrying counts over (a baseline is taken at the next assignment).
 //! 3. Once per collection, [`EbpfRuntime::read_into`] (or [`EbpfRuntime::read_all`]): every
 //!    guest's counters from one mmap-ed, per-CPU-striped array, without a syscall.
@@ -23,22 +24,22 @@ pub mod btf;
 pub mod logs;
 pub mod metrics;
 pub mod mmap;
+pub mod privileges;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use aya::programs::cgroup_skb::CgroupSkbLinkId;
+use aya::maps::Map;
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use exporter_common::{
-    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_MAP, GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET, GLOBAL_RUN_DELAY_OFFSET,
-    GLOBAL_SUM_EXEC_RUNTIME_OFFSET, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS, SKB_EGRESS_PROGRAM,
-    SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT, STAT_UNSEEN_SWITCH_IN,
-    SlotEntry, SlotTable, slot_home,
+    BTF_TRACEPOINTS, COUNTERS_MAP, EVENT_STATS_LEN, EVENT_STATS_MAP, GLOBAL_PREV_SUM_EXEC_RUNTIME_OFFSET,
+    GLOBAL_RUN_DELAY_OFFSET, GLOBAL_SUM_EXEC_RUNTIME_OFFSET, GuestCounters, MAX_GUESTS, RAW_TRACEPOINTS,
+    SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM, SLOT_TABLE_ENTRIES, SLOT_TABLE_MAP, SLOT_TABLE_PROBES, STAT_BAD_SLOT,
+    STAT_UNSEEN_SWITCH_IN, SlotEntry, SlotTable, slot_home,
 };
 
 use crate::config::EbpfMode;
@@ -188,6 +189,10 @@ impl LoadOptions {
 }
 
 /// Decides and loads according to `EBPF` and the platform, logging one line.
+///
+/// When it tried to load (whatever the outcome), it then drops every capability of the process
+/// ([`privileges::drop_after_start`]): they serve only to load and attach. It must be called
+/// while the process has one thread; the eBPF log reader thread is started after the drop.
 pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Result<EbpfState, EbpfFatal> {
     let outcome = match mode {
         EbpfMode::Off => Err(EbpfUnavailable::new(UnavailableKind::Disabled, "EBPF=off")),
@@ -195,15 +200,34 @@ pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Resul
             UnavailableKind::InsideContainer,
             "inside an LXC container eBPF is refused and sees no other guest: not tried (EBPF=auto)",
         )),
-        EbpfMode::Auto | EbpfMode::On => EbpfRuntime::load(options).map(Box::new),
+        EbpfMode::Auto | EbpfMode::On => {
+            // The log reader thread starts after the drop, so that it holds no capability.
+            let without_logs = LoadOptions {
+                forward_logs: false,
+                ..options.clone()
+            };
+            EbpfRuntime::load(&without_logs).map(Box::new)
+        }
+    };
+    // A binary without programs touched nothing: there is no load to drop after.
+    let tried = match &outcome {
+        Ok(_) => true,
+        Err(why) => !matches!(
+            why.kind,
+            UnavailableKind::Disabled | UnavailableKind::InsideContainer | UnavailableKind::NotBuilt
+        ),
     };
     match outcome {
-        Ok(runtime) => {
+        Ok(mut runtime) => {
             tracing::info!(
                 programs = BTF_TRACEPOINTS.len() + RAW_TRACEPOINTS.len() + 2,
                 bpf_stats = runtime.stats_error.is_none(),
                 "eBPF programs loaded: guest CPU, run-queue, task and socket counters come from kernel maps"
             );
+            privileges::drop_after_start();
+            if options.forward_logs {
+                runtime.forward_logs();
+            }
             Ok(EbpfState::Loaded(runtime))
         }
         Err(why) if mode == EbpfMode::On => {
@@ -215,6 +239,9 @@ pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Resul
                 tracing::info!(reason = %why, "eBPF not used: guest metrics come from cgroupfs and sysfs");
             } else {
                 tracing::warn!(reason = %why, "eBPF unavailable, falling back to cgroupfs and sysfs");
+            }
+            if tried {
+                privileges::drop_after_start();
             }
             Ok(EbpfState::Unavailable(why))
         }
@@ -265,8 +292,6 @@ pub enum AssignError {
     TableCrowded { path: PathBuf, probes: usize },
     #[error("{path}: cgroup already assigned to guest {key:?}")]
     Duplicate { path: PathBuf, key: String },
-    #[error("{path}: attaching the cgroup_skb programs: {message}")]
-    Attach { path: PathBuf, message: String },
 }
 
 #[derive(Debug)]
@@ -275,7 +300,6 @@ struct Guest {
     cgroup_id: u64,
     table_index: usize,
     baseline: GuestCounters,
-    links: [Option<CgroupSkbLinkId>; 2],
 }
 
 /// One program's cumulative cost from the kernel's bpf stats.
@@ -309,6 +333,7 @@ pub struct EbpfRuntime {
     logs: Option<logs::LogForwarder>,
     counters: mmap::Mapping,
     table: mmap::Mapping,
+    events: mmap::Mapping,
     stats_fd: Option<OwnedFd>,
     stats_error: Option<String>,
     nr_cpus: usize,
@@ -339,8 +364,9 @@ const TABLE_ENTRIES_OFFSET: usize = 8;
 const ENTRY_WORDS: usize = std::mem::size_of::<SlotEntry>() / 8;
 
 impl EbpfRuntime {
-    /// Loads and attaches the raw tracepoint programs, loads the cgroup_skb programs (attached
-    /// per guest by [`assign`](Self::assign)) and maps the counters and the slot table.
+    /// Loads and attaches every program (the tracepoints, and the cgroup_skb programs at the
+    /// root of the cgroup2 hierarchy, `options.cgroup_mount`) and maps the counters, the event
+    /// counts and the slot table. Nothing later needs a bpf() call or a capability.
     pub fn load(options: &LoadOptions) -> Result<EbpfRuntime, EbpfUnavailable> {
         if NOT_BUILT || OBJECT.is_empty() {
             return Err(EbpfUnavailable::new(
@@ -370,8 +396,15 @@ impl EbpfRuntime {
         let offsets = btf::task_offsets(&raw_btf)
             .map_err(|e| EbpfUnavailable::new(UnavailableKind::Unsupported, format!("{btf_path}: {e}")))?;
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfUnavailable::from_error(btf_path, &e))?;
+        let event_stripes = u32::try_from(nr_cpus * EVENT_STATS_LEN as usize).map_err(|_| {
+            EbpfUnavailable::new(
+                UnavailableKind::Failed,
+                format!("{nr_cpus} CPUs: event counts too large"),
+            )
+        })?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(COUNTERS_MAP, stripes)
+            .map_max_entries(EVENT_STATS_MAP, event_stripes)
             .override_global(GLOBAL_SUM_EXEC_RUNTIME_OFFSET, &offsets.sum_exec_runtime, true)
             .override_global(GLOBAL_RUN_DELAY_OFFSET, &offsets.run_delay, true)
             .override_global(
@@ -410,19 +443,46 @@ impl EbpfRuntime {
                 EbpfUnavailable::from_error(&format!("attaching {name} to raw tracepoint {tracepoint}"), &e)
             })?;
         }
-        for name in [SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM] {
+        // One attachment at the root covers every present and future guest: the programs look
+        // the socket's guest up in the slot table, which userspace fills by a memory write.
+        // A read-only directory descriptor is enough to attach.
+        let root = &options.cgroup_mount;
+        if !is_cgroup2(root) {
+            return Err(EbpfUnavailable::new(
+                UnavailableKind::Unsupported,
+                format!(
+                    "{}: not a cgroup2 mount, cannot attach the cgroup_skb programs",
+                    root.display()
+                ),
+            ));
+        }
+        let root_dir =
+            std::fs::File::open(root).map_err(|e| EbpfUnavailable::from_error(&root.display().to_string(), &e))?;
+        for (name, attach) in [
+            (SKB_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
+            (SKB_EGRESS_PROGRAM, CgroupSkbAttachType::Egress),
+        ] {
             let program: &mut CgroupSkb = typed_program(&mut ebpf, name)?;
             program
                 .load()
                 .map_err(|e| EbpfUnavailable::from_error(&format!("loading {name}"), &e))?;
+            // Single: aya 0.14 passes BPF_F_ALLOW_MULTI to link_create for AllowMultiple,
+            // which 6.18 refuses with EINVAL; a bpf_link attachment (no flags) coexists with
+            // other programs on the same cgroup and below either way (docs/TOOLCHAIN.md). The
+            // link is owned by the program, so by this runtime: detached when it is dropped.
+            program
+                .attach(root_dir.as_fd(), attach, CgroupAttachMode::Single)
+                .map_err(|e| EbpfUnavailable::from_error(&format!("attaching {name} to {}", root.display()), &e))?;
         }
         let counters_len = nr_cpus * MAX_GUESTS as usize * std::mem::size_of::<GuestCounters>();
         let counters = map_array(&ebpf, COUNTERS_MAP, counters_len, false)?;
         let table = map_array(&ebpf, SLOT_TABLE_MAP, std::mem::size_of::<SlotTable>(), true)?;
+        let events = map_array(&ebpf, EVENT_STATS_MAP, nr_cpus * EVENT_STATS_LEN as usize * 8, false)?;
         Ok(EbpfRuntime {
             logs,
             counters,
             table,
+            events,
             stats_fd,
             stats_error,
             nr_cpus,
@@ -442,6 +502,19 @@ impl EbpfRuntime {
         self.logs.is_some()
     }
 
+    /// Starts forwarding the kernel side's log records to tracing (one thread), when not yet
+    /// done. It maps the ring buffer and makes no bpf() call, so it works after the
+    /// capabilities were dropped, and the thread is created without any.
+    pub fn forward_logs(&mut self) {
+        if self.logs.is_some() {
+            return;
+        }
+        match logs::LogForwarder::start(&mut self.ebpf) {
+            Ok(l) => self.logs = Some(l),
+            Err(e) => tracing::warn!("eBPF log records will not reach the log: {e}"),
+        }
+    }
+
     /// Possible CPUs, the number of counter stripes.
     pub fn nr_cpus(&self) -> usize {
         self.nr_cpus
@@ -453,9 +526,9 @@ impl EbpfRuntime {
     }
 
     /// Gives the guest whose cgroup is `cgroup_dir` (e.g. `/sys/fs/cgroup/lxc/101`) a slot and
-    /// starts counting it: tasks in any cgroup below it are folded to it, and its sockets'
-    /// traffic is counted by cgroup_skb programs attached to it. `key` names the guest in
-    /// errors (its vmid).
+    /// starts counting it: tasks and sockets in any cgroup below it are folded to it. It only
+    /// reads the directory's metadata and writes the mmap-ed slot table: no bpf() call, no
+    /// capability. `key` names the guest in errors (its vmid).
     pub fn assign(&mut self, key: &str, cgroup_dir: &Path) -> Result<Slot, AssignError> {
         let path = cgroup_dir.to_path_buf();
         let meta = std::fs::metadata(cgroup_dir).map_err(|source| AssignError::Io {
@@ -501,34 +574,6 @@ impl EbpfRuntime {
         };
         let slot = Slot(free as u32);
 
-        let dir = std::fs::File::open(cgroup_dir).map_err(|source| AssignError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut links = [None, None];
-        for (i, (name, attach)) in [
-            (SKB_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
-            (SKB_EGRESS_PROGRAM, CgroupSkbAttachType::Egress),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            // Single: aya 0.14 passes BPF_F_ALLOW_MULTI to link_create for AllowMultiple,
-            // which 6.18 refuses with EINVAL; bpf_link attachments coexist with other
-            // programs either way (docs/TOOLCHAIN.md).
-            let attached = self.skb_program(name).and_then(|p| {
-                p.attach(dir.as_fd(), attach, CgroupAttachMode::Single)
-                    .map_err(|e| error_chain(&e))
-            });
-            match attached {
-                Ok(link) => links[i] = Some(link),
-                Err(message) => {
-                    self.detach(&mut links);
-                    return Err(AssignError::Attach { path, message });
-                }
-            }
-        }
-
         if self.level.is_none() {
             self.table.write_u32(0, level);
             self.level = Some(level);
@@ -546,7 +591,6 @@ impl EbpfRuntime {
             cgroup_id,
             table_index,
             baseline,
-            links,
         });
         self.by_cgroup.insert(cgroup_id, slot);
         if let Err(at) = self.assigned.binary_search(&slot.0) {
@@ -559,7 +603,7 @@ impl EbpfRuntime {
     /// cleared first); the slot's counters are left as they are and the next guest of the slot
     /// starts from a baseline.
     pub fn release(&mut self, slot: Slot) {
-        let Some(mut guest) = self.guests.get_mut(slot.0 as usize).and_then(Option::take) else {
+        let Some(guest) = self.guests.get_mut(slot.0 as usize).and_then(Option::take) else {
             return;
         };
         self.table.write_u64(entry_word(guest.table_index), 0);
@@ -567,7 +611,6 @@ impl EbpfRuntime {
         if let Ok(at) = self.assigned.binary_search(&slot.0) {
             self.assigned.remove(at);
         }
-        self.detach(&mut guest.links);
     }
 
     /// The guest key given at assignment.
@@ -604,7 +647,9 @@ impl EbpfRuntime {
         Some(GuestReading { slot, counters })
     }
 
-    /// Run counts and times of every program, fill levels and losses.
+    /// Run counts and times of every program, fill levels and losses. Without a bpf() call:
+    /// run counts come from the programs' `/proc/self/fdinfo` entries, event counts from the
+    /// mapped stripes.
     pub fn self_stats(&self) -> SelfStats {
         let mut programs = Vec::new();
         for (name, _) in BTF_TRACEPOINTS.iter().chain(RAW_TRACEPOINTS) {
@@ -615,18 +660,22 @@ impl EbpfRuntime {
         let programs = programs
             .into_iter()
             .filter_map(|name| {
-                let info = self.ebpf.program(name)?.info().ok()?;
+                let fd = self.ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
+                let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                let (run_time_ns, run_count) = parse_program_fdinfo(&text)?;
                 Some(ProgramStats {
                     name,
-                    run_count: info.run_count(),
-                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count,
+                    run_time_ns,
                 })
             })
             .collect();
         let event = |index: u32| -> Option<u64> {
-            let map = PerCpuArray::<&MapData, u64>::try_from(self.ebpf.map(EVENT_STATS_MAP)?).ok()?;
-            let values = map.get(&index, 0).ok()?;
-            Some(values.iter().sum())
+            let words = EVENT_STATS_LEN as usize;
+            let sum = (0..self.nr_cpus)
+                .map(|cpu| self.events.read_u64(cpu * words + index as usize))
+                .fold(0u64, u64::wrapping_add);
+            Some(sum)
         };
         SelfStats {
             bpf_stats_enabled: self.stats_fd.is_some(),
@@ -645,25 +694,6 @@ impl EbpfRuntime {
     /// Names of every map of the loaded object (for diagnostics and the capability check).
     pub fn map_names(&self) -> Vec<String> {
         self.ebpf.maps().map(|(name, _)| name.to_owned()).collect()
-    }
-
-    fn skb_program(&mut self, name: &str) -> Result<&mut CgroupSkb, String> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} missing"))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| error_chain(&e))
-    }
-
-    fn detach(&mut self, links: &mut [Option<CgroupSkbLinkId>; 2]) {
-        for (link, name) in links.iter_mut().zip([SKB_INGRESS_PROGRAM, SKB_EGRESS_PROGRAM]) {
-            if let Some(link) = link.take()
-                && let Ok(program) = self.skb_program(name)
-                && let Err(e) = program.detach(link)
-            {
-                tracing::warn!("detaching {name}: {}", error_chain(&e));
-            }
-        }
     }
 
     /// A slot's counters summed over the CPU stripes.
@@ -719,6 +749,21 @@ fn map_array(ebpf: &Ebpf, name: &str, len: usize, writable: bool) -> Result<mmap
         .map_err(|e| EbpfUnavailable::from_error(&format!("mmap of map {name}"), &e))
 }
 
+/// `(run_time_ns, run_cnt)` of a bpf program's `/proc/<pid>/fdinfo/<fd>` text (present since
+/// Linux 5.1: <https://elixir.bootlin.com/linux/v6.18/source/kernel/bpf/syscall.c>,
+/// `bpf_prog_show_fdinfo`). Reading it needs no capability, unlike BPF_OBJ_GET_INFO_BY_FD
+/// before Linux 6.5.
+pub fn parse_program_fdinfo(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("run_time_ns")?, field("run_cnt")?))
+}
+
 /// The first word of slot-table entry `i` in the mapping.
 fn entry_word(i: usize) -> usize {
     (TABLE_ENTRIES_OFFSET + i * std::mem::size_of::<SlotEntry>()) / 8
@@ -762,17 +807,6 @@ fn is_cgroup2(path: &Path) -> bool {
     let buf = unsafe { buf.assume_init() };
     // f_type is a signed word of platform width; the magic fits in its low 32 bits.
     buf.f_type as u32 == CGROUP2_SUPER_MAGIC
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn counters_from_words(words: &[u64; GuestCounters::WORDS]) -> GuestCounters {
@@ -872,6 +906,17 @@ mod tests {
         // SAFETY: GuestCounters is #[repr(C)] of u64 only.
         let raw: [u64; GuestCounters::WORDS] = unsafe { std::mem::transmute(c) };
         assert_eq!(raw, words);
+    }
+
+    #[test]
+    fn program_run_counts_come_from_fdinfo() {
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t2071\nprog_type:\t8\nprog_jited:\t1\n\
+                    prog_tag:\t4bbd5e3f1ad7a4f5\nmemlock:\t4096\nprog_id:\t812\nrun_time_ns:\t123456\n\
+                    run_cnt:\t789\nrecursion_misses:\t0\nverified_insns:\t95\n";
+        assert_eq!(parse_program_fdinfo(text), Some((123_456, 789)));
+        // A kernel without the fields (before 5.1), or a map's fdinfo: no statistics.
+        assert_eq!(parse_program_fdinfo("prog_type:\t8\nprog_id:\t812\n"), None);
+        assert_eq!(parse_program_fdinfo("run_time_ns:\tx\nrun_cnt:\t1\n"), None);
     }
 
     #[test]
