@@ -42,10 +42,11 @@ fn systemd_units_verify_and_keep_their_exposure() {
         return;
     }
     // The plain unit holds no capability (goal 2.0); the eBPF unit needs CAP_BPF, CAP_PERFMON
-    // and CAP_NET_ADMIN, which systemd-analyze charges for.
+    // and CAP_NET_ADMIN at start, which systemd-analyze charges for, and still rates 2.0
+    // (issue 14: no perf_event_open, no AF_NETLINK).
     for (name, ceiling) in [
         ("metrics-exporter.service", 2.0),
-        ("metrics-exporter-ebpf.service", 2.3),
+        ("metrics-exporter-ebpf.service", 2.0),
     ] {
         check_unit(name, ceiling);
     }
