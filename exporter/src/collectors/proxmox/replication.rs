@@ -9,7 +9,9 @@
 //! `<root>/var/lib/pve-manager/pve-replication-state.json` (re-parsed on change too).
 //!
 //! Produces, per job of a local guest, labelled `container_id`, `host_name`, `type` (like every
-//! per-guest series), `job` and `target`:
+//! per-guest series), `job_id` and `target`. The job label is not called `job`: Prometheus
+//! gives every scraped series the scrape job's `job` label and would rename ours to
+//! `exported_job`, so alerts grouping `by (job)` would silently group by scrape job.
 //! - `pve_replication_info{...,schedule}` 1, and `pve_replication_disabled` (1 for `disable`);
 //! - from the state, when the job has an entry: `pve_replication_last_sync_timestamp_seconds`
 //!   (start of the last successful sync; absent while it never succeeded: Proxmox writes 0),
@@ -35,8 +37,8 @@ use crate::parse::pve::{self, GuestType};
 use crate::parse::pve_section::{SectionConfig, parse_section_config};
 use crate::parse::pve_state::{ReplicationState, parse_replication_state};
 
-const L_JOB: &[&str] = &["container_id", "host_name", "type", "job", "target"];
-const L_INFO: &[&str] = &["container_id", "host_name", "type", "job", "target", "schedule"];
+const L_JOB: &[&str] = &["container_id", "host_name", "type", "job_id", "target"];
+const L_INFO: &[&str] = &["container_id", "host_name", "type", "job_id", "target", "schedule"];
 
 const fn job_metric(
     name: &'static str,
