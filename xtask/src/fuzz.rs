@@ -81,6 +81,7 @@ const TARGETS: &[(&str, &[&str])] = &[
         "pve_section_config",
         &["/storage.cfg", "/replication.cfg", "/jobs.cfg", "/resources.cfg"],
     ),
+    ("pve_state", &["/.rrd", "/pve-replication-state.json"]),
     ("proc_pid_stat", &["self/stat", "/1/stat", "/stat"]),
     ("proc_pid_files", &["/cgroup", "/status"]),
 ];
