@@ -525,6 +525,54 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_file_is_parsed_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storage.cfg");
+        let mut cached = CachedFile::<String>::new(path.clone());
+        let parses = std::cell::Cell::new(0);
+        let parse = |text: &str| {
+            parses.set(parses.get() + 1);
+            Ok::<_, String>(text.to_string())
+        };
+        assert_eq!(cached.get(parse).unwrap(), None, "absent");
+        std::fs::write(&path, "dir: a\n").unwrap();
+        assert_eq!(
+            cached.get(parse).unwrap().as_deref().map(String::as_str),
+            Some("dir: a\n")
+        );
+        assert_eq!(
+            cached.get(parse).unwrap().as_deref().map(String::as_str),
+            Some("dir: a\n")
+        );
+        assert_eq!(parses.get(), 1, "unchanged: not parsed again");
+        std::fs::write(&path, "dir: bb\n").unwrap();
+        assert_eq!(
+            cached.get(parse).unwrap().as_deref().map(String::as_str),
+            Some("dir: bb\n")
+        );
+        assert_eq!(parses.get(), 2, "size changed");
+        let same_size = "dir: cc\n";
+        std::fs::write(&path, same_size).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        assert_eq!(
+            cached.get(parse).unwrap().as_deref().map(String::as_str),
+            Some(same_size)
+        );
+        assert_eq!(parses.get(), 3, "same size, other mtime");
+        let failing = |_: &str| Err::<String, _>("bad");
+        std::fs::write(&path, "dir: ddd\n").unwrap();
+        let error = cached.get(failing).unwrap_err().to_string();
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains("bad"),
+            "{error}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(cached.get(parse).unwrap(), None, "removed");
+    }
+
+    #[test]
     fn mount_checks() {
         let mount = |mp: &str, fs: &str| mountinfo::Mount {
             mount_id: 1,
