@@ -181,7 +181,7 @@ fn prometheus_file_on_a_full_filesystem_keeps_the_previous_file_and_recovers() {
     assert!(stderr.contains("PROMETHEUS_FILE written again"), "{stderr}");
 }
 
-/// A copy of the fixture host's /etc/pve in a directory `nobody` can traverse.
+/// A copy of the fixture host's /etc/pve, at `<the returned dir>/pve`.
 fn pve_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -209,20 +209,26 @@ fn unreadable_pve_path_is_a_clear_proxmox_error_and_resources_are_still_served()
     if !require("root (to run the exporter as nobody)", is_root()) || !require_command("setpriv") {
         return;
     }
-    let cgroup_file = fixture("proxmox-host").join("sys/fs/cgroup/lxc/101/cpu.stat");
-    if !require("fixtures readable by nobody", nobody_can_read(&cgroup_file)) {
-        return;
+    // The whole fixture host, copied where `nobody` can read it (the checkout may not be).
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tree.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tree.path().join("proxmox-host");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixture("proxmox-host"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pve = root.join("etc/pve");
+    for readable in ["etc/pve/lxc/101.conf", "sys/fs/cgroup/lxc/101/cpu.stat", "proc/meminfo"] {
+        assert!(nobody_can_read(&root.join(readable)), "{readable} readable before");
     }
-    let copy = pve_copy();
-    let pve = copy.path().join("pve");
-    assert!(
-        nobody_can_read(&pve.join("lxc/101.conf")),
-        "the copy is readable before"
-    );
+    let fixture_root = fixture("proxmox-host").display().to_string();
     let mut env = fixture_env("proxmox-host", "proxmox");
-    for (key, value) in &mut env {
-        if key == "PVE_PATH" {
-            *value = pve.display().to_string();
+    for (_, value) in &mut env {
+        if let Some(rest) = value.strip_prefix(&fixture_root) {
+            *value = format!("{}{rest}", root.display());
         }
     }
     env.push(("COLLECTION_INTERVAL".into(), "1".into()));
@@ -431,7 +437,6 @@ fn a_collector_stuck_in_a_read_times_out_alone_and_recovers() {
     }
     // Later collections do not wait for it again, and it holds one thread, not one per tick.
     let first = collections(&series);
-    let threads_then = threads(pid);
     wait_for("five more collections", Duration::from_secs(30), || {
         collections(&scrape(&exporter)) >= first + 5.0
     });
@@ -444,11 +449,8 @@ fn a_collector_stuck_in_a_read_times_out_alone_and_recovers() {
         value(&series, "metrics_exporter_collector_timeouts_total", &cluster).unwrap() >= first + 5.0 - 1.0,
         "counted in every collection it missed"
     );
-    assert!(
-        threads(pid) <= threads_then,
-        "no thread piles up: {} then {threads_then}",
-        threads(pid)
-    );
+    // One worker for the others and the one its hung call holds: none per missed tick.
+    assert_eq!(collector_threads(pid), 2, "collector threads");
     let status = exporter.get("/status").json();
     let entry = status["collectors"]
         .as_array()
@@ -479,9 +481,15 @@ fn a_collector_stuck_in_a_read_times_out_alone_and_recovers() {
     );
 }
 
-/// Threads of process `pid`.
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
+/// Threads of process `pid` named `collector` (the engine's workers).
+fn collector_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == "collector")
+        })
+        .count()
 }
 
 /// Resident set size of process `pid` in bytes (VmRSS of /proc/<pid>/status).
