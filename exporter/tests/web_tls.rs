@@ -564,3 +564,28 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn basic_auth_without_tls_keeps_plain_http() {
+    if !available() {
+        return;
+    }
+    let pki = Pki::new();
+    let hashed = hash(PASSWORD);
+    let file = write_config(&pki, &format!("basic_auth_users:\n  {USER}: '{hashed}'\n"));
+    let exporter = Exporter::start_ready(Command::new(binary()), &env_with(&file), |address| {
+        common::get(address, "/metrics").is_ok_and(|r| r.status == 401)
+    });
+    let url = format!("http://{}/metrics", exporter.address);
+    let right = format!("{USER}:{PASSWORD}");
+    let ok = curl(&pki, &url, &["-u", &right]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("metrics_exporter_"));
+    assert_eq!(curl(&pki, &url, &["-u", &format!("{USER}:wrong")]).status, 401);
+    assert_eq!(curl(&pki, &url, &[]).status, 401);
+    // No TLS on this port.
+    assert_eq!(
+        curl(&pki, &format!("https://{}/metrics", exporter.address), &["-u", &right]).status,
+        0
+    );
+}
