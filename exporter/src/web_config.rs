@@ -653,7 +653,9 @@ pub fn summary(file: &Path, config: &WebConfig) -> Value {
         })),
         "basic_auth_users": config.users.keys().collect::<Vec<_>>(),
         "headers": config.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        "http2": false,
+        // The file may ask for HTTP/2; this server speaks HTTP/1.1 only.
+        "http2_requested": config.http2,
+        "http2_served": false,
     })
 }
 

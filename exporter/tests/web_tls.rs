@@ -443,7 +443,18 @@ fn a_changed_file_takes_effect_without_restart_and_a_broken_one_keeps_the_last_g
     }
     assert_eq!(curl(&pki, &url, &["-u", &old]).status, 401);
     let status = curl(&pki, &format!("https://{}/status", exporter.address), &["-u", &new]);
-    assert!(status.body.contains("tls_server_config.min_version"), "{}", status.body);
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let web = &status["exporter"]["components"]["web_config"]["state"];
+    assert!(
+        web["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tls_server_config.min_version")),
+        "{web}"
+    );
+    assert_eq!(
+        web["reloads"], 2,
+        "the password change and the certificate rotation: {web}"
+    );
     assert!(exporter.terminate().success());
     let logs = exporter.stderr();
     let errors: Vec<&str> = logs.lines().filter(|l| l.contains("does not load")).collect();
