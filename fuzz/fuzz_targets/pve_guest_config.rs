@@ -18,5 +18,15 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(config.tags.iter().all(|t| !t.is_empty()));
         assert!(config.ignored_lines.len() <= text.lines().count());
+        // Snapshots: each name once, none of them a pending section, the oldest time no later
+        // than any snapshot's.
+        for (i, s) in config.snapshots.iter().enumerate() {
+            assert!(config.snapshots[..i].iter().all(|o| o.name != s.name), "repeated snapshot");
+            assert!(kind == GuestType::Lxc || !s.name.eq_ignore_ascii_case("pending"));
+            if let (Some(oldest), Some(time)) = (config.oldest_snapshot_time(), s.snaptime) {
+                assert!(oldest <= time);
+            }
+        }
+        assert!(config.lock.as_deref() != Some(""));
     }
 });

@@ -1,5 +1,6 @@
 #![no_main]
-//! `/etc/pve/.members`, `.vmlist` and `.version` (JSON written by pmxcfs); the input is offered to all three.
+//! `/etc/pve/.members`, `.vmlist`, `.version` (JSON written by pmxcfs) and `ha/manager_status` (JSON
+//! written by the HA manager); the input is offered to all four.
 
 #[path = "common.rs"]
 mod common;
@@ -14,4 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(list.ids.values().all(|e| !matches!(e.kind.as_str(), "")));
     }
     let _ = pve::parse_version(text);
+    if let Ok(states) = pve::parse_ha_manager_status(text) {
+        assert!(states.keys().all(|(_, vmid)| *vmid > 0));
+    }
 });

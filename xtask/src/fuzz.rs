@@ -75,7 +75,7 @@ const TARGETS: &[(&str, &[&str])] = &[
     ),
     ("cgroup_subtree_shape", &["/cgroup.stat"]),
     ("pve_guest_config", &[".conf"]),
-    ("pve_json", &["/.members", "/.vmlist", "/.version"]),
+    ("pve_json", &["/.members", "/.vmlist", "/.version", "/manager_status"]),
     ("pve_corosync", &["/corosync.conf"]),
     (
         "pve_section_config",
