@@ -444,7 +444,7 @@ fn traps_of_expected_md() {
     let env = synthetic::environment_for_tree(&fixture_root());
     let snap = collect("guests", &env);
     // Monitor cgroups, pve-container@ units, lxc/ and qemu.slice aggregates and 300 (pve2) are
-    // not guests of this node; 103 is stopped and has its info only.
+    // not guests of this node; 103 is stopped and has its config's series only.
     let ids: Vec<String> = container_ids(&snap).into_iter().collect();
     assert_eq!(ids, ["101", "102", "103", "200"]);
     assert_eq!(
@@ -452,7 +452,9 @@ fn traps_of_expected_md() {
         BTreeSet::from([
             "pve_guest_info",
             "pve_guest_config_cpus",
-            "pve_guest_config_memory_bytes"
+            "pve_guest_config_memory_bytes",
+            "pve_guest_onboot",
+            "pve_guest_snapshots"
         ])
     );
     // Snapshot sections: 101 is `web`, not `web-old`, tags are not `staging`, memory 2048.
@@ -705,12 +707,17 @@ fn a_guest_that_stops_disappears_and_one_that_starts_appears() {
     copy_tree(&root.join("sys/fs/cgroup/lxc/101"), &root.join("sys/fs/cgroup/lxc/104"));
     let (snap, result) = collect_with(guests.as_mut());
     result.unwrap();
+    // (Its config's series stay: 102 is locked by a backup with its `vzdump` snapshot.)
     assert_eq!(
         families_of(&snap, "102"),
         BTreeSet::from([
             "pve_guest_info",
             "pve_guest_config_cpus",
-            "pve_guest_config_memory_bytes"
+            "pve_guest_config_memory_bytes",
+            "pve_guest_lock",
+            "pve_guest_onboot",
+            "pve_guest_snapshots",
+            "pve_guest_snapshot_oldest_timestamp_seconds"
         ])
     );
     assert_eq!(

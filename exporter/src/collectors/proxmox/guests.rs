@@ -17,13 +17,20 @@
 //! - `$PROC_PATH/net/dev` once: the host side of every guest interface (`veth<vmid>i<N>`,
 //!   `tap<vmid>i<N>`) in one read;
 //! - `$PVE_PATH/lxc/*.conf`, `$PVE_PATH/qemu-server/*.conf` (this node's guests; re-read only
-//!   when inode, size or mtime changed) and `$PVE_PATH/.members` (the node name; fallback: the
-//!   host name).
+//!   when inode, size or mtime changed: names, tags, sizes, `lock`, `onboot`, `template`, and
+//!   the snapshot sections' names and `snaptime`) and `$PVE_PATH/.members` (the node name;
+//!   fallback: the host name);
+//! - `$PVE_PATH/ha/manager_status` (the HA CRM's state of each resource), or where it is absent
+//!   `$PVE_PATH/ha/resources.cfg` (the requested state); each re-read only when its stamp
+//!   changed.
 //!
 //! Produces the per-guest families of [`super::metrics`] (`container_*`, `pve_guest_*`), each
 //! labelled `container_id`, `host_name`, `type`; interface series carry `interface="net<N>"`
 //! (from `veth<vmid>i<N>` / `tap<vmid>i<N>`), and `pve_guest_network_info` maps it to the host
-//! device and the config's in-guest name, bridge and MAC address.
+//! device and the config's in-guest name, bridge and MAC address. From the configs and the HA
+//! files, for every guest of this node: `pve_guest_info` (with `template`), `pve_guest_lock`,
+//! `pve_guest_onboot`, `pve_guest_ha_state`, `pve_guest_snapshots` and
+//! `pve_guest_snapshot_oldest_timestamp_seconds`.
 //!
 //! Cost: descriptors are kept open per guest and read with `pread` at offset 0 (see
 //! [`super::files`]); the subtree of a guest is walked again only when the shape `cgroup.stat`
@@ -571,6 +578,116 @@ impl Stamp {
     }
 }
 
+/// One HA file as last parsed: its stamp, and the guests' states or why there are none.
+#[derive(Debug)]
+struct HaFile {
+    stamp: Stamp,
+    parsed: Result<BTreeMap<Key, String>, CollectError>,
+    /// Lines of the file that were not used (the states of the other guests are kept).
+    problems: Vec<String>,
+}
+
+/// The guests' HA states in a file, and the lines that were not used.
+type HaParse = (BTreeMap<Key, String>, Vec<String>);
+
+/// The HA state of every HA resource that is a guest, from `$PVE_PATH/ha/manager_status` (the
+/// CRM's view) or, where that file is absent (no CRM master has written it yet), the
+/// requested states of `$PVE_PATH/ha/resources.cfg`. Each file is read again only when its
+/// stamp (inode, size, mtime) changes: a collection costs one `stat`, two without
+/// manager_status.
+#[derive(Debug, Default)]
+struct HaStates {
+    manager_status: Option<HaFile>,
+    /// Read only while manager_status is absent.
+    resources: Option<HaFile>,
+}
+
+impl HaStates {
+    /// Brings the states up to date. A file that cannot be read or parsed is reported on
+    /// every collection while it stays so (in `errors`, with its path), and no guest has an
+    /// HA state meanwhile; nothing else depends on it.
+    fn refresh(&mut self, pve_path: &Path, errors: &mut Vec<CollectError>) {
+        let ha = pve_path.join("ha");
+        let present = HaFile::refresh(
+            &mut self.manager_status,
+            &ha.join("manager_status"),
+            |text| pve::parse_ha_manager_status(text).map(|states| (states, Vec::new())),
+            errors,
+        );
+        if present {
+            self.resources = None;
+            return;
+        }
+        HaFile::refresh(
+            &mut self.resources,
+            &ha.join("resources.cfg"),
+            |text| Ok::<_, ParseError>(pve::parse_ha_resources(text)),
+            errors,
+        );
+    }
+
+    /// The states of the last [`HaStates::refresh`]; `None` when neither file gave any.
+    fn current(&self) -> Option<&BTreeMap<Key, String>> {
+        [&self.manager_status, &self.resources]
+            .into_iter()
+            .flatten()
+            .find_map(|f| f.parsed.as_ref().ok())
+    }
+}
+
+impl HaFile {
+    /// Re-reads `path` into `slot` when its stamp changed; `false` when the file is absent
+    /// (the slot is then emptied). A failure is kept in the slot and pushed to `errors`.
+    fn refresh<E: std::fmt::Display>(
+        slot: &mut Option<HaFile>,
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<HaParse, E>,
+        errors: &mut Vec<CollectError>,
+    ) -> bool {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                *slot = None;
+                return false;
+            }
+            Err(e) => {
+                *slot = None;
+                errors.push(CollectError::io(path, e));
+                return true;
+            }
+        };
+        let stamp = Stamp::of(&meta);
+        if slot.as_ref().is_none_or(|f| f.stamp != stamp) {
+            let parsed = match std::fs::read(path) {
+                Ok(bytes) => match std::str::from_utf8(&bytes) {
+                    Ok(text) => parse(text).map_err(|e| CollectError::parse(path, e)),
+                    Err(e) => Err(CollectError::parse(path, e)),
+                },
+                Err(e) => Err(CollectError::io(path, e)),
+            };
+            let (parsed, problems) = match parsed {
+                Ok((states, problems)) => (Ok(states), problems),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            *slot = Some(HaFile {
+                stamp,
+                parsed,
+                problems,
+            });
+        }
+        let file = slot.as_ref().expect("set above");
+        match &file.parsed {
+            Err(CollectError::Parse { path, message }) => errors.push(CollectError::parse(path, message)),
+            Err(other) => errors.push(CollectError::Other(other.to_string())),
+            Ok(_) => {}
+        }
+        for problem in &file.problems {
+            errors.push(CollectError::parse(path, problem));
+        }
+        true
+    }
+}
+
 /// Per-collection sample buffers, one per family, so that a sample costs no family lookup.
 /// They are handed to the snapshot whole at the end of a collection, so nothing of them stays
 /// allocated between collections; the next collection sizes them from the last one.
@@ -664,6 +781,10 @@ struct GuestLabels {
     interfaces_stamp: Option<Stamp>,
     /// `pve_guest_info`'s labels and what they were built from: node, config stamp, status.
     info: Option<(LabelValue, Option<Stamp>, &'static str, Shared)>,
+    /// `pve_guest_lock`'s labels (the lock is the fourth value), kept while the lock stays.
+    lock: Option<Shared>,
+    /// `pve_guest_ha_state`'s labels (the state is the fourth value), kept while it stays.
+    ha_state: Option<Shared>,
 }
 
 /// Label caches keep at most this many devices or interfaces per guest: a guest whose devices
@@ -689,6 +810,8 @@ impl GuestLabels {
             interfaces: Vec::new(),
             interfaces_stamp: None,
             info: None,
+            lock: None,
+            ha_state: None,
             values,
         }
     }
@@ -697,6 +820,16 @@ impl GuestLabels {
     fn with(&self, extra: &str) -> Arc<[LabelValue]> {
         let [a, b, c] = self.values.clone();
         Arc::new([a, b, c, LabelValue::from(extra)])
+    }
+
+    /// The labels with a fourth value, from `cache` when it holds them, else built and kept
+    /// there: a lock or an HA state lasts many collections, and its labels are built once.
+    fn cached_with<'a>(values: &[LabelValue; 3], cache: &'a mut Option<Shared>, extra: &str) -> &'a Shared {
+        if cache.as_ref().is_none_or(|l| &*l[3] != extra) {
+            let [a, b, c] = values.clone();
+            *cache = Some(Arc::new([a, b, c, LabelValue::from(extra)]));
+        }
+        cache.as_ref().expect("set above")
     }
 
     /// The labels with `device` = `major:minor`, built the first time the device is seen.
@@ -787,6 +920,8 @@ pub struct GuestsCollector {
     guests: BTreeMap<Key, Box<Guest>>,
     configs: BTreeMap<Key, ConfigEntry>,
     members: Option<(Stamp, Option<String>)>,
+    /// HA states of the guests, from `ha/manager_status` or `ha/resources.cfg`.
+    ha: HaStates,
     /// Guest label arrays, rebuilt only when a name changes.
     labels: HashMap<Key, GuestLabels>,
     families: Families,
@@ -883,6 +1018,7 @@ impl GuestsCollector {
             guests: BTreeMap::new(),
             configs: BTreeMap::new(),
             members: None,
+            ha: HaStates::default(),
             labels: HashMap::new(),
             families: Families::new(),
             staged: Staged::default(),
@@ -1827,6 +1963,7 @@ impl Collector for GuestsCollector {
         // Info for every configured guest of this node, and for running guests without a
         // config (still guests, with default names).
         let node = LabelValue::from(node.unwrap_or_default());
+        self.ha.refresh(&self.pve_path, &mut errors);
         let keys: BTreeSet<Key> = self.configs.keys().copied().chain(running.iter().copied()).collect();
         for key in keys {
             self.update_labels(key);
@@ -1846,9 +1983,22 @@ impl Collector for GuestsCollector {
                 .is_some_and(|(n, s, st, _)| *n == node && *s == stamp && *st == status);
             if !fresh {
                 let tags = entry.map(|c| c.config.tags.join(";")).unwrap_or_default();
+                // No config, or a template value that is no boolean: unknown, not 0.
+                let template = match entry.and_then(|c| c.config.template) {
+                    Some(true) => "1",
+                    Some(false) => "0",
+                    None => "",
+                };
                 let [a, b, c] = labels.values.clone();
-                let info: Arc<[LabelValue]> =
-                    Arc::new([a, b, c, node.clone(), LabelValue::from(tags), LabelValue::from(status)]);
+                let info: Arc<[LabelValue]> = Arc::new([
+                    a,
+                    b,
+                    c,
+                    node.clone(),
+                    LabelValue::from(tags),
+                    LabelValue::from(status),
+                    LabelValue::from(template),
+                ]);
                 labels.info = Some((node.clone(), stamp, status, info));
             }
             let info = &labels.info.as_ref().expect("set above").3;
@@ -1856,9 +2006,45 @@ impl Collector for GuestsCollector {
                 labels: Arc::clone(info),
                 value: Value::Number(1.0),
             });
+            // Only local guests: manager_status lists every HA resource of the cluster.
+            match self.ha.current().and_then(|states| states.get(&key)) {
+                Some(state) => {
+                    let state_labels = GuestLabels::cached_with(&labels.values, &mut labels.ha_state, state);
+                    self.families.samples[Id::GUEST_HA_STATE as usize].push(Sample {
+                        labels: Arc::clone(state_labels),
+                        value: Value::Number(1.0),
+                    });
+                }
+                None => labels.ha_state = None,
+            }
             let Some(config) = entry.map(|c| &c.config) else {
+                labels.lock = None;
                 continue;
             };
+            match &config.lock {
+                Some(lock) => {
+                    let lock_labels = GuestLabels::cached_with(&labels.values, &mut labels.lock, lock);
+                    self.families.samples[Id::GUEST_LOCK as usize].push(Sample {
+                        labels: Arc::clone(lock_labels),
+                        value: Value::Number(1.0),
+                    });
+                }
+                None => labels.lock = None,
+            }
+            let base = &labels.base;
+            let mut push = |id: Id, value: f64| {
+                self.families.samples[id as usize].push(Sample {
+                    labels: Arc::clone(base),
+                    value: Value::Number(value),
+                });
+            };
+            if let Some(onboot) = config.onboot {
+                push(Id::GUEST_ONBOOT, if onboot { 1.0 } else { 0.0 });
+            }
+            push(Id::GUEST_SNAPSHOTS, config.snapshots.len() as f64);
+            if let Some(oldest) = config.oldest_snapshot_time() {
+                push(Id::GUEST_SNAPSHOT_OLDEST, oldest as f64);
+            }
             let cpus = match key.0 {
                 GuestType::Lxc => config.cores,
                 GuestType::Qemu => config.vcpus.or_else(|| {

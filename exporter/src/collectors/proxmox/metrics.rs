@@ -49,6 +49,8 @@ const L: &[&str] = &GUEST_LABELS;
 const L_IF: &[&str] = &["container_id", "host_name", "type", "interface"];
 const L_DEV: &[&str] = &["container_id", "host_name", "type", "device"];
 const L_EVENT: &[&str] = &["container_id", "host_name", "type", "event"];
+const L_LOCK: &[&str] = &["container_id", "host_name", "type", "lock"];
+const L_STATE: &[&str] = &["container_id", "host_name", "type", "state"];
 
 /// OpenTelemetry attributes of the guest identity labels: the vmid is the container id, the
 /// guest's name its container name; the guest type has no semantic convention.
@@ -163,7 +165,9 @@ metrics! {
     NET_RX_DROPPED = guest("container_network_receive_packets_dropped_total", "Packets to the guest the host could not deliver (host-side transmit drops).", Kind::Counter, Unit::Count("{packet}"), L_IF, None);
     NET_TX_DROPPED = guest("container_network_transmit_packets_dropped_total", "Packets from the guest dropped on the host side (host-side receive drop column of /proc/net/dev: rx_dropped + rx_missed_errors).", Kind::Counter, Unit::Count("{packet}"), L_IF, None);
 
-    GUEST_INFO = guest("pve_guest_info", "One series per guest of this node: name, node, tags (';'-joined) and status (running or stopped).", Kind::Info, Unit::Count("1"), &["container_id", "host_name", "type", "node", "tags", "status"], None);
+    /// `template` is the config's `template:` flag (`0` when absent, Proxmox's default; empty
+    /// when the value is no boolean or there is no config).
+    GUEST_INFO = guest("pve_guest_info", "One series per guest of this node: name, node, tags (';'-joined), status (running or stopped) and template (the config's template flag, 0 or 1).", Kind::Info, Unit::Count("1"), &["container_id", "host_name", "type", "node", "tags", "status", "template"], None);
     /// One per guest interface seen on the host (`veth<vmid>i<N>`, `tap<vmid>i<N>`); `name`,
     /// `bridge`, `hwaddr` only where the guest's `net<N>` config line gives them.
     GUEST_NETWORK_INFO = guest("pve_guest_network_info", "One series per interface of a running guest: interface (Proxmox's net<N> key, the label of the container_network_* series), device (host-side veth<vmid>i<N> or tap<vmid>i<N>) and, where the guest config's net<N> line gives them, name (in-guest interface name, containers only), bridge and hwaddr.", Kind::Info, Unit::Count("1"), L_NET_INFO, Some(OtelName { name: "proxmox.guest.network.info", attributes: OTEL_NET_INFO, fixed: &[] }));
@@ -171,6 +175,17 @@ metrics! {
     GUEST_START = guest("pve_guest_start_time_seconds", "Unix time at which the running guest started: the start of its first process (the container's init, the VM's QEMU process), btime + starttime of /proc/<pid>/stat. time() minus it is the guest's uptime.", Kind::Gauge, Unit::Seconds, L, None);
     GUEST_CONFIG_CPUS = guest("pve_guest_config_cpus", "CPUs the guest is configured with (LXC cores; QEMU vcpus, else sockets x cores).", Kind::Gauge, Unit::Count("{cpu}"), L, None);
     GUEST_CONFIG_MEMORY = guest("pve_guest_config_memory_bytes", "Memory the guest is configured with (config memory, MiB x 1048576). Not the effective limit: see container_spec_memory_limit_bytes.", Kind::Gauge, Unit::Bytes, L, None);
+    /// Only while the config's main section has a `lock:` line; the label is its value.
+    GUEST_LOCK = guest("pve_guest_lock", "1 while the guest's config holds a lock (its lock: line), with the lock: backup, migrate, snapshot, snapshot-delete, rollback, create, clone, disk, fstrim, mounted, destroyed, suspending, suspended. Absent when the guest is not locked.", Kind::Gauge, Unit::Count("1"), L_LOCK, None);
+    /// 0 when the config has no `onboot:` line: the schema's default.
+    GUEST_ONBOOT = guest("pve_guest_onboot", "1 when the guest is started at node boot (config onboot:), else 0 (also when the line is absent: Proxmox's default).", Kind::Gauge, Unit::Count("1"), L, None);
+    /// One series per HA-managed local guest; its source is manager_status when the file
+    /// exists, else resources.cfg.
+    GUEST_HA_STATE = guest("pve_guest_ha_state", "1 for a guest the HA stack manages, with its state: the CRM's service state from /etc/pve/ha/manager_status (started, stopped, request_start, request_stop, fence, recovery, migrate, relocate, freeze, error), or, where that file is absent, the requested state from /etc/pve/ha/resources.cfg (started, stopped, disabled, ignored). Absent for a guest HA does not manage.", Kind::Gauge, Unit::Count("1"), L_STATE, None);
+    /// 0 for a config without snapshot sections.
+    GUEST_SNAPSHOTS = guest("pve_guest_snapshots", "Snapshots of the guest: the [name] sections of its config, not the pending one. A container's snapshot named vzdump is a snapshot-mode backup in progress.", Kind::Gauge, Unit::Count("{snapshot}"), L, None);
+    /// Absent without snapshots, and when a snapshot's `snaptime` is missing or malformed.
+    GUEST_SNAPSHOT_OLDEST = guest("pve_guest_snapshot_oldest_timestamp_seconds", "Unix time at which the guest's oldest snapshot was taken (the smallest snaptime of its config's snapshot sections); absent without snapshots.", Kind::Gauge, Unit::Seconds, L, None);
 }
 
 const fn node(

@@ -5,7 +5,7 @@
 //! `sys/fs/cgroup/{lxc/<vmid>,qemu.slice/<vmid>.scope,lxc.monitor/<vmid>}/...`, `sys/class/net/<dev>`
 //! symlinks into `sys/devices/virtual/net/<dev>/statistics`, and `etc/pve`
 //! (`nodes/<node>/{lxc,qemu-server}` with the relative `lxc`, `qemu-server`, `local` symlinks
-//! pmxcfs makes, `.members`, `.vmlist`, `.version`).
+//! pmxcfs makes, `.members`, `.vmlist`, `.version`, `ha/manager_status`).
 //!
 //! The guests look like real ones. Every tenth guest is a VM: a leaf scope holding one `qemu`
 //! process and its threads. The others are containers of a Debian template with systemd as
@@ -667,6 +667,50 @@ fn guest_cgroups(
     Ok(())
 }
 
+/// What a synthetic guest's config and the HA status say of its state, as real hosts have it
+/// in some guests: every twentieth guest is locked by a running backup, every fifteenth
+/// container has a second snapshot and a pending change, every VM a pending change, every
+/// guest a dated snapshot (containers the `[snap]` section the config already has), and every
+/// fourth guest is HA-managed (an entry of `ha/manager_status`, every eighth of them in
+/// `error`).
+struct GuestState {
+    /// Lines of the main section (sorted in as `lock` sorts among the keys).
+    main: String,
+    /// Text after the config's last line.
+    sections: String,
+    /// The guest's `service_status` entry.
+    ha: Option<String>,
+}
+
+fn guest_state(index: usize, vmid: u32, kind: GuestType, node: &str) -> GuestState {
+    let main = if index % 20 == 7 {
+        "lock: backup\n".to_owned()
+    } else {
+        String::new()
+    };
+    let snaptime = 1_727_788_800 + u64::from(vmid) * 60;
+    let sections = match kind {
+        // The text continues the existing `[snap]` section.
+        GuestType::Lxc if index % 15 == 4 => {
+            format!(
+                "snaptime: {snaptime}\n\n[pve:pending]\ncores: 4\n\n[snap2]\nsnaptime: {}\n",
+                snaptime + 86_400
+            )
+        }
+        GuestType::Lxc => format!("snaptime: {snaptime}\n"),
+        GuestType::Qemu => format!("\n[PENDING]\nmemory: 8192\n\n[before-upgrade]\nsnaptime: {snaptime}\n"),
+    };
+    let ha = index.is_multiple_of(4).then(|| {
+        let prefix = match kind {
+            GuestType::Lxc => "ct",
+            GuestType::Qemu => "vm",
+        };
+        let state = if index.is_multiple_of(32) { "error" } else { "started" };
+        format!("\"{prefix}:{vmid}\":{{\"node\":\"{node}\",\"state\":\"{state}\",\"uid\":\"u{vmid}\"}}")
+    });
+    GuestState { main, sections, ha }
+}
+
 /// Writes a host with `spec.guests` running guests under `root` (which should be empty).
 pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
     let cg = root.join("sys/fs/cgroup");
@@ -716,6 +760,7 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
     sys_net(root, "lo", 1000, 10, 1000, 10)?;
 
     let mut guests = Vec::with_capacity(spec.guests);
+    let mut ha = Vec::new();
     let mut vmlist = String::from("{\n\"version\": 1,\n\"ids\": {\n");
     let mut entries = Vec::new();
     for index in 0..spec.guests {
@@ -770,14 +815,18 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
                     &monitor.join("cgroup.stat"),
                     cgroup_stat(&monitor_cgroup, &[], spec.cgroup_stat),
                 )?;
+                let state = guest_state(index, vmid, kind, &spec.node);
                 write(
                     &node_dir.join(format!("lxc/{vmid}.conf")),
                     format!(
-                        "#synthetic container {vmid}\narch: amd64\ncores: 2\nhostname: {name}\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:{:02X}:{:02X},ip=dhcp,type=veth\nostype: debian\nrootfs: local-lvm:vm-{vmid}-disk-0,size=8G\nswap: 512\ntags: synthetic;lxc\nunprivileged: 1\n\n[snap]\nhostname: old-{name}\n",
+                        "#synthetic container {vmid}\narch: amd64\ncores: 2\nhostname: {name}\n{}memory: 2048\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:{:02X}:{:02X},ip=dhcp,type=veth\nostype: debian\nrootfs: local-lvm:vm-{vmid}-disk-0,size=8G\nswap: 512\ntags: synthetic;lxc\nunprivileged: 1\n\n[snap]\nhostname: old-{name}\n{}",
+                        state.main,
                         (vmid >> 8) & 0xff,
-                        vmid & 0xff
+                        vmid & 0xff,
+                        state.sections
                     ),
                 )?;
+                ha.extend(state.ha);
                 let dev = format!("veth{vmid}i0");
                 netdev.push_str(&netdev_line(&dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20));
                 sys_net(root, &dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20)?;
@@ -785,14 +834,18 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
             GuestType::Qemu => {
                 let dir = cg.join(format!("qemu.slice/{vmid}.scope"));
                 guest_cgroups(&dir, &g, i, &cgroups, spec.cgroup_stat)?;
+                let state = guest_state(index, vmid, kind, &spec.node);
                 write(
                     &node_dir.join(format!("qemu-server/{vmid}.conf")),
                     format!(
-                        "cores: {VM_CORES}\nmemory: 4096\nname: {name}\nnet0: virtio=BC:24:11:01:{:02X}:{:02X},bridge=vmbr0\nsockets: 1\ntags: synthetic;vm\n",
+                        "cores: {VM_CORES}\n{}memory: 4096\nname: {name}\nnet0: virtio=BC:24:11:01:{:02X}:{:02X},bridge=vmbr0\nsockets: 1\ntags: synthetic;vm\n{}",
+                        state.main,
                         (vmid >> 8) & 0xff,
-                        vmid & 0xff
+                        vmid & 0xff,
+                        state.sections
                     ),
                 )?;
+                ha.extend(state.ha);
                 let dev = format!("tap{vmid}i0");
                 netdev.push_str(&netdev_line(&dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20));
                 sys_net(root, &dev, g.host_rx_bytes, i * 10, g.host_tx_bytes, i * 20)?;
@@ -830,6 +883,14 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
         "{\n\"starttime\": 1732185352,\n\"clinfo\": 1,\n\"vmlist\": 1\n}\n",
     )?;
     write(&root.join("proc/net/dev"), netdev)?;
+    write(
+        &pve.join("ha/manager_status"),
+        format!(
+            "{{\"master_node\":\"{}\",\"service_status\":{{{}}},\"timestamp\":1733395190}}",
+            spec.node,
+            ha.join(",")
+        ),
+    )?;
     Ok(SyntheticHost {
         root: root.to_path_buf(),
         guests,
