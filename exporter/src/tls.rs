@@ -286,15 +286,20 @@ impl WebLayer {
             }
         }
         // An unknown user costs a bcrypt as well, so timing does not tell which users exist.
-        let hash = known
-            .map(|h| h.expose().to_owned())
-            .unwrap_or_else(|| decoy_hash().to_owned());
+        let hash = known.map(|h| h.expose().to_owned());
         let matches = {
             let _turn = self.bcrypt_turn.lock().await;
             let password = password.clone();
-            tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
+            // The decoy is made (once) on the blocking thread too: making it costs a bcrypt.
+            tokio::task::spawn_blocking(move || {
+                let against = match &hash {
+                    Some(hash) => hash.as_str(),
+                    None => decoy_hash(),
+                };
+                bcrypt::verify(password.as_bytes(), against).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
         };
         match known {
             Some(hash) if matches => {
