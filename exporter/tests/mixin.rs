@@ -7,8 +7,10 @@
 //!   real-guest rig (LXC containers and QEMU guests, eBPF on), loads the rules, and every
 //!   dashboard expression (variables substituted) and every rule expression returns data; one
 //!   that returns nothing fails the test with its panel's title. What cannot exist in a source
-//!   must be absent there instead: eBPF series over the fixture (no kernel programs), cluster
-//!   series over the rig (a standalone node);
+//!   must be absent there instead: eBPF series over the fixture (no kernel programs); over the
+//!   rig (a standalone node whose PVE_PATH holds guest configs only) cluster, storage,
+//!   replication, certificate, lock, HA and snapshot series and backup results, and the series
+//!   read from this machine's own files (ZFS, /etc/subscription) where they are absent;
 //! - the README's collector config parses as YAML and its pipeline refers only to receivers,
 //!   processors and exporters it defines (no collector binary exists in Debian to validate it).
 //!
@@ -318,6 +320,49 @@ fn dashboards_have_the_variables_and_a_row_per_guest() {
     ] {
         assert!(in_row.contains(&wanted), "the guest row lacks {wanted}: {in_row:?}");
     }
+    // Issue 12's series: storage, ZFS, disks, certificates and replication on the host
+    // overview; a guest's lock, HA state and snapshots on its detail dashboard.
+    let storage_row = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Storage and backups")
+        .expect("a \"Storage and backups\" row");
+    let in_row: Vec<(&str, &str)> = panels[storage_row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .map(|p| (p["title"].as_str().unwrap(), p["type"].as_str().unwrap()))
+        .collect();
+    for wanted in [
+        ("Storage usage", "bargauge"),
+        ("Storages", "table"),
+        ("Certificate expiry", "table"),
+        ("ZFS ARC", "timeseries"),
+        ("ZFS pools", "stat"),
+        ("Disk throughput per device", "timeseries"),
+        ("Disk busy per device", "timeseries"),
+        ("Replication", "table"),
+    ] {
+        assert!(in_row.contains(&wanted), "the storage row lacks {wanted:?}: {in_row:?}");
+    }
+    let detail = load_dashboard("proxmox-guest-detail.json");
+    let stat = detail["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Lock, HA and snapshots")
+        .expect("the guest detail has a lock, HA and snapshots panel");
+    assert_eq!(stat["type"], "stat");
+    let exprs: Vec<&str> = stat["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    for series in ["pve_guest_snapshots", "pve_guest_lock", "pve_guest_ha_state"] {
+        assert!(
+            exprs.iter().any(|e| e.contains(series)),
+            "the lock, HA and snapshots panel does not show {series}: {exprs:?}"
+        );
+    }
 }
 
 /// Grafana's variables replaced as Grafana would for one node and the guests chosen.
@@ -447,8 +492,42 @@ enum Source {
     /// fixtures/proxmox-host: no eBPF programs (run-queue latency, task and socket counters).
     Fixture,
     /// The real-guest rig: a standalone node, no cluster series; on a hybrid cgroup layout no
-    /// `memory.events` (cgroup v1 has none), so no `container_memory_events_total`.
-    Rig { hybrid: bool },
+    /// `memory.events` (cgroup v1 has none), so no `container_memory_events_total`. Its PVE_PATH
+    /// has guest configs only: no storage.cfg, replication, certificates, HA, locks or
+    /// snapshots, and no vzdump task ever names its guests (no backup results; coverage is 0,
+    /// as for any guest without a job). ZFS and the subscription come from this machine's own
+    /// files (the file-tree root is `/`), so they are expected where those files exist.
+    Rig { hybrid: bool, host: HostFiles },
+}
+
+/// Which of the files the rig's exporter reads from this machine's own root exist here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HostFiles {
+    /// /proc/spl/kstat/zfs/arcstats: the ZFS module is loaded.
+    zfs_arc: bool,
+    /// A pool's /proc/spl/kstat/zfs/<pool>/state.
+    zfs_pools: bool,
+    /// /etc/subscription with a next due date (a Proxmox node with a subscription).
+    subscription_due: bool,
+}
+
+impl HostFiles {
+    fn read() -> HostFiles {
+        let zfs = std::path::Path::new("/proc/spl/kstat/zfs");
+        let zfs_pools = std::fs::read_dir(zfs)
+            .map(|dir| dir.flatten().any(|e| e.path().join("state").is_file()))
+            .unwrap_or(false);
+        // The exporter's own parser: one reading of the file's format.
+        let subscription_due = std::fs::read_to_string("/etc/subscription").is_ok_and(|text| {
+            metrics_exporter::parse::pve_subscription::parse(&text)
+                .is_ok_and(|s| s.is_some_and(|s| s.next_due.is_some()))
+        });
+        HostFiles {
+            zfs_arc: zfs.join("arcstats").is_file(),
+            zfs_pools,
+            subscription_due,
+        }
+    }
 }
 
 impl Source {
@@ -457,8 +536,22 @@ impl Source {
             Source::Fixture => ["container_runqueue_latency", "container_tasks_", "container_socket_"]
                 .iter()
                 .any(|m| expr.contains(m)),
-            Source::Rig { hybrid } => {
-                expr.contains("pve_cluster_") || (hybrid && expr.contains("container_memory_events_total"))
+            Source::Rig { hybrid, host } => {
+                let rig_pve_path = [
+                    "pve_cluster_",
+                    "pve_storage_",
+                    "pve_replication_",
+                    "pve_certificate_",
+                    "pve_guest_lock",
+                    "pve_guest_ha_state",
+                    "pve_guest_snapshot_oldest_",
+                    "pve_guest_backup_last_",
+                ];
+                rig_pve_path.iter().any(|m| expr.contains(m))
+                    || (hybrid && expr.contains("container_memory_events_total"))
+                    || (!host.zfs_arc && expr.contains("node_zfs_arc_"))
+                    || (!host.zfs_pools && expr.contains("node_zfs_zpool_"))
+                    || (!host.subscription_due && expr.contains("pve_subscription_next_due_"))
             }
         }
     }
@@ -605,7 +698,8 @@ fn every_expression_returns_data_over_the_real_guest_rig() {
     let prometheus = start_prometheus(exporter.address);
     oom_kill_fires_its_alert(&rig, &prometheus);
     let hybrid = guest_rig::cgroups::Hierarchies::read().unwrap().hybrid();
-    every_expression_answers(&prometheus, Source::Rig { hybrid });
+    let host = HostFiles::read();
+    every_expression_answers(&prometheus, Source::Rig { hybrid, host });
     drop(prometheus);
     drop(exporter);
     let cgroups = rig.cgroups.clone();
