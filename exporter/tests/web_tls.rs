@@ -584,11 +584,12 @@ fn basic_auth_without_tls_keeps_plain_http() {
     let pki = Pki::new();
     let hashed = hash(PASSWORD);
     let file = write_config(&pki, &format!("basic_auth_users:\n  {USER}: '{hashed}'\n"));
+    let right = format!("{USER}:{PASSWORD}");
+    // Ready: /metrics answers 200 with the password (a 401 comes before the first collection).
     let exporter = Exporter::start_ready(Command::new(binary()), &env_with(&file), |address| {
-        common::get(address, "/metrics").is_ok_and(|r| r.status == 401)
+        curl(&pki, &format!("http://{address}/metrics"), &["-u", &right]).status == 200
     });
     let url = format!("http://{}/metrics", exporter.address);
-    let right = format!("{USER}:{PASSWORD}");
     let ok = curl(&pki, &url, &["-u", &right]);
     assert_eq!(ok.status, 200, "{ok:?}");
     assert!(ok.body.contains("metrics_exporter_"));
