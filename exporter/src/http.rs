@@ -243,6 +243,7 @@ fn status(app: &App) -> serde_json::Value {
                 "last_duration_seconds": outcome.map(|o| o.duration_seconds),
                 "last_success": outcome.map(|o| o.success),
                 "last_error": outcome.and_then(|o| o.error.clone()),
+                "timed_out": outcome.map(|o| o.timed_out),
                 "series": outcome.map(|o| o.series),
                 "notes": notes,
             })

@@ -462,6 +462,7 @@ fn a_collector_stuck_in_a_read_times_out_alone_and_recovers() {
         entry["last_error"].as_str().unwrap().starts_with("timed out"),
         "{entry}"
     );
+    assert_eq!(entry["timed_out"], true, "{entry}");
     // POST /collect is answered too (the loop is not blocked).
     let collect = request(exporter.address, "POST", "/collect?wait", &[]).unwrap();
     assert_eq!(collect.status, 200, "{}", collect.text());
