@@ -82,6 +82,11 @@ const TARGETS: &[(&str, &[&str])] = &[
         &["/storage.cfg", "/replication.cfg", "/jobs.cfg", "/resources.cfg"],
     ),
     ("pve_state", &["/.rrd", "/pve-replication-state.json"]),
+    (
+        "pve_tasks",
+        &["/tasks/index", "/tasks/index.1", "/tasks/active", "@pam:"],
+    ),
+    ("pve_jobs", &["/jobs.cfg", "/user.cfg", "/vzdump.cron"]),
     ("proc_pid_stat", &["self/stat", "/1/stat", "/stat"]),
     ("proc_pid_files", &["/cgroup", "/status"]),
 ];

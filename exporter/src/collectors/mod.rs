@@ -106,6 +106,11 @@ pub const CATALOGUE: &[CollectorInfo] = &[
         platforms: &[Proxmox],
     },
     CollectorInfo {
+        name: "backup",
+        description: "each local Proxmox guest's last vzdump backup (success, attempt, failure, duration) from /var/log/pve/tasks and whether a job of jobs.cfg or vzdump.cron covers it",
+        platforms: &[Proxmox],
+    },
+    CollectorInfo {
         name: "process",
         description: "process and thread counts (container: its cgroup subtree)",
         platforms: &[Host, Proxmox, Lxc],

@@ -54,7 +54,7 @@ use crate::parse::cgroup::{self, Limit};
 use crate::parse::netdev;
 use crate::parse::pve::{self, GuestConfig, GuestType};
 
-type Key = (GuestType, u32);
+pub(crate) type Key = (GuestType, u32);
 
 /// Memory files of one guest, by layout. One per guest, never moved around: the size of the
 /// unboxed V2 variant costs nothing.
@@ -551,15 +551,15 @@ fn user_hz() -> f64 {
 
 /// A parsed guest config and what identified the file version it came from.
 #[derive(Debug)]
-struct ConfigEntry {
-    stamp: Stamp,
-    config: GuestConfig,
+pub(crate) struct ConfigEntry {
+    pub(crate) stamp: Stamp,
+    pub(crate) config: GuestConfig,
 }
 
 /// Identifies a file version without reading it: pmxcfs and ordinary filesystems both change
 /// one of these on every write (a rename gives a new inode, a rewrite a new mtime or size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     ino: u64,
     size: u64,
     mtime: i64,
@@ -567,7 +567,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Stamp {
             ino: meta.ino(),
@@ -1072,11 +1072,23 @@ impl GuestsCollector {
 
     /// The local node name: `.members` nodename, else the host name.
     fn node_name(&mut self, errors: &mut Vec<CollectError>) -> Option<String> {
-        let path = self.pve_path.join(".members");
+        let (pve, proc, root) = (&self.pve_path, &self.proc_path, &self.root_path);
+        Self::local_node_name(pve, proc, root, &mut self.members, errors)
+    }
+
+    /// [`Self::node_name`] for any collector: `members` caches `.members` by its stamp.
+    pub(crate) fn local_node_name(
+        pve_path: &Path,
+        proc_path: &Path,
+        root_path: &Path,
+        members: &mut Option<(Stamp, Option<String>)>,
+        errors: &mut Vec<CollectError>,
+    ) -> Option<String> {
+        let path = pve_path.join(".members");
         match std::fs::metadata(&path) {
             Ok(meta) => {
                 let stamp = Stamp::of(&meta);
-                if self.members.as_ref().is_none_or(|(s, _)| *s != stamp) {
+                if members.as_ref().is_none_or(|(s, _)| *s != stamp) {
                     let name = match crate::error::read_parsed(&path, pve::parse_members) {
                         Ok(members) => Some(members.nodename),
                         Err(e) => {
@@ -1084,18 +1096,15 @@ impl GuestsCollector {
                             None
                         }
                     };
-                    self.members = Some((stamp, name));
+                    *members = Some((stamp, name));
                 }
             }
-            Err(_) => self.members = None,
+            Err(_) => *members = None,
         }
-        if let Some((_, Some(name))) = &self.members {
+        if let Some((_, Some(name))) = &members {
             return Some(name.clone());
         }
-        let candidates = [
-            self.proc_path.join("sys/kernel/hostname"),
-            self.root_path.join("etc/hostname"),
-        ];
+        let candidates = [proc_path.join("sys/kernel/hostname"), root_path.join("etc/hostname")];
         candidates
             .iter()
             .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -1105,16 +1114,25 @@ impl GuestsCollector {
 
     /// Brings the parsed configs up to date with `$PVE_PATH/{lxc,qemu-server}/*.conf`.
     fn refresh_configs(&mut self, errors: &mut Vec<CollectError>) {
+        Self::refresh_local_configs(&self.pve_path, &mut self.configs, errors);
+    }
+
+    /// [`Self::refresh_configs`] for any collector that lists this node's guests.
+    pub(crate) fn refresh_local_configs(
+        pve_path: &Path,
+        configs: &mut BTreeMap<Key, ConfigEntry>,
+        errors: &mut Vec<CollectError>,
+    ) {
         let mut seen = BTreeSet::new();
         for (kind, sub) in [(GuestType::Lxc, "lxc"), (GuestType::Qemu, "qemu-server")] {
-            let dir = self.pve_path.join(sub);
+            let dir = pve_path.join(sub);
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     errors.push(CollectError::io(&dir, e));
                     // Keep what we had: an unreadable directory does not make guests vanish.
-                    seen.extend(self.configs.keys().filter(|(k, _)| *k == kind).copied());
+                    seen.extend(configs.keys().filter(|(k, _)| *k == kind).copied());
                     continue;
                 }
             };
@@ -1141,7 +1159,7 @@ impl GuestsCollector {
                 };
                 let key = (kind, vmid);
                 let stamp = Stamp::of(&meta);
-                if self.configs.get(&key).is_some_and(|c| c.stamp == stamp) {
+                if configs.get(&key).is_some_and(|c| c.stamp == stamp) {
                     seen.insert(key);
                     continue;
                 }
@@ -1159,20 +1177,20 @@ impl GuestsCollector {
                                 ),
                             ));
                         }
-                        self.configs.insert(key, ConfigEntry { stamp, config });
+                        configs.insert(key, ConfigEntry { stamp, config });
                         seen.insert(key);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         errors.push(CollectError::io(&path, e));
-                        if self.configs.contains_key(&key) {
+                        if configs.contains_key(&key) {
                             seen.insert(key);
                         }
                     }
                 }
             }
         }
-        self.configs.retain(|k, _| seen.contains(k));
+        configs.retain(|k, _| seen.contains(k));
     }
 
     /// Running guests: `lxc/<vmid>` and `qemu.slice/<vmid>.scope` directories.

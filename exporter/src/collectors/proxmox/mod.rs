@@ -10,6 +10,7 @@
 
 use crate::collectors::{Collector, Environment};
 
+pub mod backup;
 pub mod cluster;
 mod files;
 pub mod guests;
@@ -27,6 +28,7 @@ pub fn create(name: &str, env: &Environment) -> Option<Box<dyn Collector>> {
     match name {
         "guests" => Some(Box::new(guests::GuestsCollector::new(env))),
         "cluster" => Some(Box::new(cluster::ClusterCollector::new(env))),
+        "backup" => Some(Box::new(backup::BackupCollector::new(env))),
         "pve_node" => Some(Box::new(node_info::NodeInfoCollector::new(env))),
         "storage" => Some(Box::new(storage::StorageCollector::new(env))),
         "replication" => Some(Box::new(replication::ReplicationCollector::new(env))),

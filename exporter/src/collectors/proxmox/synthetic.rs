@@ -874,6 +874,8 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
     vmlist.push_str(&entries.join(",\n"));
     vmlist.push_str("}\n\n}\n");
     write(&pve.join(".vmlist"), vmlist)?;
+    let vmids: Vec<u32> = guests.iter().map(|g| g.vmid).chain(stopped.iter().copied()).collect();
+    backup_tasks(root, &spec.node, &vmids)?;
     write(
         &pve.join(".members"),
         format!("{{\n\"nodename\": \"{}\",\n\"version\": 1\n}}\n", spec.node),
@@ -896,4 +898,67 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<SyntheticHost> {
         guests,
         stopped,
     })
+}
+
+/// Writes what the `backup` collector reads, as a node with a nightly backup job leaves it:
+/// `var/log/pve/tasks/index` just under the 50,000 bytes at which Proxmox rotates it, holding
+/// one vzdump task per 100 guests (one guest in 50 failing) and single-guest vzdump and
+/// `qmstart` tasks after them, the log of every vzdump task in its `<X>/<UPID>` file, and
+/// `jobs.cfg` and `user.cfg` with a job over all guests but every tenth and a pool job.
+fn backup_tasks(root: &Path, node: &str, vmids: &[u32]) -> io::Result<()> {
+    let tasks = root.join("var/log/pve/tasks");
+    let mut index = String::new();
+    let (mut start, mut pid) = (0x6740_0000u64, 0x10000u32);
+    let mut task = |kind: &str, id: &str, log: Option<String>, took: u64, status: &str| -> io::Result<String> {
+        let upid = format!("UPID:{node}:{pid:08X}:00A00000:{start:08X}:{kind}:{id}:root@pam:");
+        if let Some(log) = log {
+            write(&tasks.join(format!("{start:X}").split_off(7)).join(&upid), log)?;
+        }
+        let line = format!("{upid} {:08X} {status}\n", start + took);
+        (start, pid) = (start + took + 60, pid + 1);
+        Ok(line)
+    };
+    for chunk in vmids.chunks(100) {
+        let mut log = String::from("INFO: starting new backup job: vzdump --all 1 --mode snapshot --storage local\n");
+        for (i, vmid) in chunk.iter().enumerate() {
+            let _ = writeln!(
+                log,
+                "INFO: Starting Backup of VM {vmid} (lxc)\nINFO: creating vzdump archive"
+            );
+            let _ = match i % 50 {
+                49 => writeln!(log, "ERROR: Backup of VM {vmid} failed - interrupted by signal"),
+                _ => writeln!(log, "INFO: Finished Backup of VM {vmid} (00:01:{:02})", i % 60),
+            };
+        }
+        log.push_str("TASK ERROR: job errors\n");
+        index.push_str(&task("vzdump", "", Some(log), 6000, "job errors")?);
+    }
+    for vmid in vmids.iter().cycle() {
+        let line = if vmid % 2 == 0 {
+            let log = format!(
+                "INFO: Starting Backup of VM {vmid} (lxc)\nINFO: Finished Backup of VM {vmid} (00:00:30)\nTASK OK\n"
+            );
+            task("vzdump", &vmid.to_string(), Some(log), 31, "OK")?
+        } else {
+            task("qmstart", &vmid.to_string(), None, 2, "OK")?
+        };
+        if index.len() + line.len() > 50_000 {
+            break;
+        }
+        index.push_str(&line);
+    }
+    write(&tasks.join("index"), index)?;
+    let exclude: Vec<String> = vmids.iter().step_by(10).map(u32::to_string).collect();
+    let pool: Vec<String> = vmids.iter().step_by(20).map(u32::to_string).collect();
+    write(
+        &root.join("etc/pve/jobs.cfg"),
+        format!(
+            "vzdump: backup-nightly\n\tschedule 01:00\n\tall 1\n\texclude {}\n\tstorage local\n\nvzdump: backup-pool\n\tschedule sat 03:00\n\tpool important\n\tstorage local\n",
+            exclude.join(",")
+        ),
+    )?;
+    write(
+        &root.join("etc/pve/user.cfg"),
+        format!("user:root@pam:1:0:::::\npool:important::{}::\n", pool.join(",")),
+    )
 }
