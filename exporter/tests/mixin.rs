@@ -320,8 +320,8 @@ fn dashboards_have_the_variables_and_a_row_per_guest() {
     ] {
         assert!(in_row.contains(&wanted), "the guest row lacks {wanted}: {in_row:?}");
     }
-    // Issue 12's series: storage, ZFS, disks, certificates and replication on the host
-    // overview; a guest's lock, HA state and snapshots on its detail dashboard.
+    // Issue 12's series: storage, ZFS, disks, certificates, backups and replication on the host
+    // overview; a guest's backup, lock and snapshots on its detail dashboard.
     let storage_row = panels
         .iter()
         .position(|p| p["type"] == "row" && p["title"] == "Storage and backups")
@@ -339,6 +339,7 @@ fn dashboards_have_the_variables_and_a_row_per_guest() {
         ("ZFS pools", "stat"),
         ("Disk throughput per device", "timeseries"),
         ("Disk busy per device", "timeseries"),
+        ("Backups", "table"),
         ("Replication", "table"),
     ] {
         assert!(in_row.contains(&wanted), "the storage row lacks {wanted:?}: {in_row:?}");
@@ -348,8 +349,8 @@ fn dashboards_have_the_variables_and_a_row_per_guest() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["title"] == "Lock, HA and snapshots")
-        .expect("the guest detail has a lock, HA and snapshots panel");
+        .find(|p| p["title"] == "Backup, lock and snapshots")
+        .expect("the guest detail has a backup, lock and snapshots panel");
     assert_eq!(stat["type"], "stat");
     let exprs: Vec<&str> = stat["targets"]
         .as_array()
@@ -357,10 +358,15 @@ fn dashboards_have_the_variables_and_a_row_per_guest() {
         .iter()
         .map(|t| t["expr"].as_str().unwrap())
         .collect();
-    for series in ["pve_guest_snapshots", "pve_guest_lock", "pve_guest_ha_state"] {
+    for series in [
+        "pve_guest_backup_last_success_timestamp_seconds",
+        "pve_guest_backup_last_failed",
+        "pve_guest_snapshots",
+        "pve_guest_lock",
+    ] {
         assert!(
             exprs.iter().any(|e| e.contains(series)),
-            "the lock, HA and snapshots panel does not show {series}: {exprs:?}"
+            "the backup, lock and snapshots panel does not show {series}: {exprs:?}"
         );
     }
 }
