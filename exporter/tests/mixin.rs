@@ -430,6 +430,23 @@ fn with_bool_comparisons(expr: &str) -> String {
 }
 
 #[test]
+fn what_unless_removes_does_not_make_an_expression_empty() {
+    let rig = Source::Rig {
+        hybrid: false,
+        host: HostFiles {
+            zfs_arc: false,
+            zfs_pools: false,
+            subscription_due: false,
+        },
+    };
+    let never = "pve_guest_backup_covered == bool 1 unless on (instance, container_id) pve_guest_backup_last_success_timestamp_seconds";
+    assert!(!rig.cannot_have(never));
+    assert!(rig.cannot_have("pve_guest_backup_last_failed == bool 1"));
+    assert!(rig.cannot_have("pve_storage_used_bytes unless on (instance) up"));
+    assert!(Source::Fixture.cannot_have("rate(container_tasks_forked_total[5m])"));
+}
+
+#[test]
 fn comparisons_become_bool_outside_matchers() {
     assert_eq!(with_bool_comparisons("x > 0.9"), "x > bool 0.9");
     assert_eq!(
@@ -538,6 +555,9 @@ impl HostFiles {
 
 impl Source {
     fn cannot_have(self, expr: &str) -> bool {
+        // `a unless b` has data only where `a` has: what `b` names cannot make it empty (a
+        // guest with no backup on record is what ProxmoxGuestNeverBackedUp looks for).
+        let expr = expr.split(" unless ").next().unwrap_or(expr);
         match self {
             Source::Fixture => ["container_runqueue_latency", "container_tasks_", "container_socket_"]
                 .iter()
