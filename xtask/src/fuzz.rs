@@ -89,6 +89,9 @@ const TARGETS: &[(&str, &[&str])] = &[
     ("pve_jobs", &["/jobs.cfg", "/user.cfg", "/vzdump.cron"]),
     ("proc_pid_stat", &["self/stat", "/1/stat", "/stat"]),
     ("proc_pid_files", &["/cgroup", "/status"]),
+    ("diskstats", &["/diskstats"]),
+    ("zfs_kstat", &["/arcstats", "zfs/rpool/state", "zfs/tank/state"]),
+    ("dpkg_status", &["dpkg/status", "/subscription"]),
 ];
 
 /// Per input: far above any parse of a kernel file (microseconds), far below a hang.
