@@ -48,21 +48,13 @@ use super::guests::{ConfigEntry, GuestsCollector, Key, Stamp};
 use super::metrics::GUEST_LABELS;
 use crate::collectors::{Collector, Environment};
 use crate::error::CollectError;
-use crate::model::{Kind, LabelValue, MetricDesc, Sample, Scope, SnapshotBuilder, Unit, Value};
+use crate::model::{Kind, LabelValue, MetricDesc, Sample, SnapshotBuilder, Unit, Value};
 use crate::parse::pve;
 use crate::parse::pve_jobs::{self, Jobs, Pools};
 use crate::parse::pve_tasks::{self, GuestOutcome, TaskEnd, TaskStatus, Upid};
 
 const fn backup(name: &'static str, help: &'static str, unit: Unit) -> MetricDesc {
-    MetricDesc {
-        name,
-        help,
-        kind: Kind::Gauge,
-        unit,
-        labels: &GUEST_LABELS,
-        scope: Scope::Guest,
-        otel: None,
-    }
+    super::metrics::guest(name, help, Kind::Gauge, unit, &GUEST_LABELS, None)
 }
 
 pub static BACKUP_LAST_SUCCESS: MetricDesc = backup(

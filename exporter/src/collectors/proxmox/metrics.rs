@@ -26,7 +26,8 @@ macro_rules! metrics {
     };
 }
 
-const fn guest(
+/// A per-guest metric (scope Guest); the new Proxmox collectors declare theirs with it too.
+pub(crate) const fn guest(
     name: &'static str,
     help: &'static str,
     kind: Kind,
@@ -188,7 +189,8 @@ metrics! {
     GUEST_SNAPSHOT_OLDEST = guest("pve_guest_snapshot_oldest_timestamp_seconds", "Unix time at which the guest's oldest snapshot was taken (the smallest snaptime of its config's snapshot sections); absent without snapshots.", Kind::Gauge, Unit::Seconds, L, None);
 }
 
-const fn node(
+/// A node-level metric (scope Node).
+pub(crate) const fn node(
     name: &'static str,
     help: &'static str,
     kind: Kind,

@@ -32,7 +32,7 @@ use super::metrics::GUEST_LABELS;
 use super::storage::{CachedFile, local_node};
 use crate::collectors::{Collector, Environment};
 use crate::error::{CollectError, read_optional, read_parsed};
-use crate::model::{Kind, LabelValue, MetricDesc, Scope, SnapshotBuilder, Unit};
+use crate::model::{Kind, LabelValue, MetricDesc, SnapshotBuilder, Unit};
 use crate::parse::pve::{self, GuestType};
 use crate::parse::pve_section::{SectionConfig, parse_section_config};
 use crate::parse::pve_state::{ReplicationState, parse_replication_state};
@@ -40,6 +40,7 @@ use crate::parse::pve_state::{ReplicationState, parse_replication_state};
 const L_JOB: &[&str] = &["container_id", "host_name", "type", "job_id", "target"];
 const L_INFO: &[&str] = &["container_id", "host_name", "type", "job_id", "target", "schedule"];
 
+/// A per-job metric: a guest series (it carries the guest's identity) with the job's labels.
 const fn job_metric(
     name: &'static str,
     help: &'static str,
@@ -47,15 +48,7 @@ const fn job_metric(
     unit: Unit,
     labels: &'static [&'static str],
 ) -> MetricDesc {
-    MetricDesc {
-        name,
-        help,
-        kind,
-        unit,
-        labels,
-        scope: Scope::Guest,
-        otel: None,
-    }
+    super::metrics::guest(name, help, kind, unit, labels, None)
 }
 
 pub static REPLICATION_INFO: MetricDesc = job_metric(

@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use crate::collectors::node::filesystem::{FilesystemCollector, STATVFS_TIMEOUT, StatFn, statvfs};
 use crate::collectors::{Collector, Environment};
 use crate::error::{CollectError, read_optional};
-use crate::model::{Kind, MetricDesc, Scope, SnapshotBuilder, Unit};
+use crate::model::{Kind, MetricDesc, SnapshotBuilder, Unit};
 use crate::parse::mountinfo;
 use crate::parse::pve;
 use crate::parse::pve_section::{Section, SectionConfig, parse_section_config};
@@ -50,19 +50,12 @@ const fn storage_metric(
     kind: Kind,
     labels: &'static [&'static str],
 ) -> MetricDesc {
-    MetricDesc {
-        name,
-        help,
-        kind,
-        unit: if matches!(kind, Kind::Info) {
-            Unit::Count("1")
-        } else {
-            Unit::Bytes
-        },
-        labels,
-        scope: Scope::Node,
-        otel: None,
-    }
+    let unit = if matches!(kind, Kind::Info) {
+        Unit::Count("1")
+    } else {
+        Unit::Bytes
+    };
+    super::metrics::node(name, help, kind, unit, labels)
 }
 
 const L_STORAGE: &[&str] = &["storage", "type"];
