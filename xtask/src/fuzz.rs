@@ -92,6 +92,7 @@ const TARGETS: &[(&str, &[&str])] = &[
     ("diskstats", &["/diskstats"]),
     ("zfs_kstat", &["/arcstats", "zfs/rpool/state", "zfs/tank/state"]),
     ("dpkg_status", &["dpkg/status", "/subscription"]),
+    ("web_config", &["/web.yml"]),
 ];
 
 /// Per input: far above any parse of a kernel file (microseconds), far below a hang.
