@@ -12,9 +12,9 @@ pub mod pressure;
 pub mod pve;
 pub mod pve_jobs;
 pub mod pve_section;
-pub mod pve_tasks;
 pub mod pve_state;
 pub mod pve_subscription;
+pub mod pve_tasks;
 pub mod stat;
 pub mod zfs;
 
