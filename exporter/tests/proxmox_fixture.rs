@@ -12,6 +12,7 @@ use metrics_exporter::collectors::{Collector, Environment};
 use metrics_exporter::model::{Snapshot, SnapshotBuilder, Value};
 use serde_json::Value as Json;
 
+mod common;
 mod proxmox_expected;
 
 fn fixture_root() -> PathBuf {
@@ -158,9 +159,7 @@ fn every_guest_value_of_the_hybrid_tree() {
 /// controller), the guests' CPU time comes from v1 cpuacct; the guests are not dropped.
 #[test]
 fn hybrid_without_cgroup2_cpu_stat_reads_cpuacct() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    copy_tree(&hybrid_root(), &root);
+    let (_dir, root) = common::fixture_copy("proxmox-hybrid");
     let expected = hybrid_expected();
     for (id, guest) in expected["guests"].as_object().unwrap() {
         let rel = match guest["type"].as_str().unwrap() {
@@ -194,9 +193,7 @@ fn hybrid_without_cgroup2_cpu_stat_reads_cpuacct() {
 /// killed service) stay in the total.
 #[test]
 fn hybrid_oom_kills_follow_the_v1_subtree() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    copy_tree(&hybrid_root(), &root);
+    let (_dir, root) = common::fixture_copy("proxmox-hybrid");
     let env = hybrid_environment(&root);
     let kills = |snap: &Snapshot| one(snap, "container_oom_kills_total", &[("container_id", "101")]);
     let mut guests = proxmox::create("guests", &env).unwrap();
@@ -254,9 +251,7 @@ fn hybrid_oom_kills_follow_the_v1_subtree() {
 /// memory.events.local.
 #[test]
 fn pure_cgroup2_memory_events_local_or_hierarchical() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    copy_tree(&fixture_root(), &root);
+    let (_dir, root) = common::fixture_copy("proxmox-host");
     let cg = root.join("sys/fs/cgroup/lxc/102");
     // memory.events.local of the guest cgroup says nothing happened there itself.
     std::fs::write(
@@ -567,28 +562,8 @@ fn cluster_values_of_expected_json() {
     assert_eq!(one(&snap, "pve_pmxcfs_start_time_seconds", &[]), 1732185352.0);
 }
 
-/// Copies a directory tree, symlinks as symlinks.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        let t = entry.file_type().unwrap();
-        if t.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
-        } else if t.is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn fixture_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    copy_tree(&fixture_root(), &root);
-    (dir, root)
+    common::fixture_copy("proxmox-host")
 }
 
 #[test]
@@ -704,7 +679,13 @@ fn a_guest_that_stops_disappears_and_one_that_starts_appears() {
     // 102 stops: its cgroup goes; it has info `stopped` and nothing else at the next collection.
     std::fs::remove_dir_all(root.join("sys/fs/cgroup/lxc/102")).unwrap();
     // 104 starts: a cgroup appears (no config: default name CT104).
-    copy_tree(&root.join("sys/fs/cgroup/lxc/101"), &root.join("sys/fs/cgroup/lxc/104"));
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root.join("sys/fs/cgroup/lxc/101"))
+        .arg(root.join("sys/fs/cgroup/lxc/104"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     let (snap, result) = collect_with(guests.as_mut());
     result.unwrap();
     // (Its config's series stay: 102 is locked by a backup with its `vzdump` snapshot.)

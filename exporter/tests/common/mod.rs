@@ -19,6 +19,21 @@ pub fn fixture(tree: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(tree)
 }
 
+/// A writable copy of fixture `tree` (symlinks kept, as pmxcfs's etc/pve links need) at
+/// `<temp dir>/host`, for tests that damage or change it; removed with the returned directory.
+pub fn fixture_copy(tree: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixture(tree))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {} {}", fixture(tree).display(), root.display());
+    (dir, root)
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
