@@ -413,7 +413,7 @@ const ARC_VALUES: &[(&str, f64)] = &[
     ("node_zfs_arc_mfu_hits", 128158219.0),
     ("node_zfs_arc_l2_hits", 0.0),
     ("node_zfs_arc_l2_misses", 0.0),
-    ("node_zfs_arc_memory_throttle_count", 0.0),
+    ("node_zfs_arc_memory_throttles_total", 0.0),
 ];
 
 const STATES: [&str; 7] = [
