@@ -145,6 +145,20 @@ fn is_active(ct: &SystemdContainer, unit: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The unit's state once a start or restart job apt left behind has settled: `systemctl
+/// is-active` says `activating`/`deactivating` while one runs (a restart under load was still
+/// in flight when apt returned), so wait up to 60 s for anything else, then return it.
+fn settled_state(ct: &SystemdContainer, unit: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = is_active(ct, unit);
+        if !matches!(state.as_str(), "activating" | "deactivating" | "reloading") || Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Scrapes /metrics on the container's bridge address until it answers 200 or `limit` passes.
 fn first_metrics(address: SocketAddr, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
@@ -358,7 +372,7 @@ fn prove_package(suite: Suite, unprivileged: bool) {
     );
     let default_file = ct.attach(&["cat", "/etc/default/metrics-exporter"]).unwrap();
     assert!(default_file.contains("\nMETRICS_PORT=9177\n"), "{default_file}");
-    assert_eq!(is_active(&ct, "metrics-exporter.service"), "active");
+    assert_eq!(settled_state(&ct, "metrics-exporter.service"), "active");
     assert_ne!(
         main_pid(&ct, "metrics-exporter.service"),
         pid,
