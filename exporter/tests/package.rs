@@ -373,6 +373,21 @@ fn prove_package(suite: Suite, unprivileged: bool) {
     let default_file = ct.attach(&["cat", "/etc/default/metrics-exporter"]).unwrap();
     assert!(default_file.contains("\nMETRICS_PORT=9177\n"), "{default_file}");
     assert_eq!(settled_state(&ct, "metrics-exporter.service"), "active");
+    // Settled by itself, not brought back by Restart=on-failure after a crash.
+    assert_eq!(
+        ct.attach(&[
+            "systemctl",
+            "show",
+            "-p",
+            "NRestarts",
+            "--value",
+            "metrics-exporter.service"
+        ])
+        .unwrap()
+        .trim(),
+        "0",
+        "the upgraded service crashed and was restarted"
+    );
     assert_ne!(
         main_pid(&ct, "metrics-exporter.service"),
         pid,
