@@ -131,8 +131,12 @@ fn parse_header(line: &str) -> Option<(&str, &str)> {
     // The id is the last run of non-space characters; everything before it is `type:` plus
     // optional spaces. The header has no space inside the type, so `type:` is one run too.
     let id_start = body.rfind(is_perl_space).map_or(0, |i| i + 1);
-    let (head, id) = body.split_at(id_start);
-    let head = head.trim_end_matches(is_perl_space);
+    let (head_with_spaces, id) = body.split_at(id_start);
+    let head = head_with_spaces.trim_end_matches(is_perl_space);
+    if head.is_empty() && !head_with_spaces.is_empty() {
+        // Only spaces before the last run: an indented line, which `^(\S+):` never matches.
+        return None;
+    }
     if head.is_empty() {
         // No space at all: `type:id` with the type as long as possible, so the colon is the
         // last one that still leaves a non-empty id. `:` is ASCII, so the cuts are on char
@@ -244,6 +248,23 @@ fn finish_section(config: &mut SectionConfig, section: Section) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (pve_section_config): an indented `type:id` line outside a section was
+    /// taken as a header whose type began with the tab; Perl's `^(\S+):` refuses it.
+    #[test]
+    fn an_indented_line_outside_a_section_is_no_header() {
+        for line in ["\tscvzdump:hedule ", " dir:local", "\tdir: local"] {
+            let config = parse_section_config(&format!("{line}\n"));
+            assert!(config.sections.is_empty(), "{line:?}: {:?}", config.sections);
+            assert_eq!(config.errors.len(), 1, "{line:?}");
+            assert_eq!(config.errors[0].line, 1);
+        }
+        let config = parse_section_config("dir:local\n");
+        assert_eq!(
+            (config.sections[0].section_type.as_str(), config.sections[0].id.as_str()),
+            ("dir", "local")
+        );
+    }
 
     fn entries(section: &Section) -> Vec<(&str, Option<&str>, usize)> {
         section
