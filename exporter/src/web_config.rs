@@ -205,7 +205,8 @@ impl Walker<'_> {
         let map = match value {
             Value::Null => return Ok(None),
             Value::Object(map) => map,
-            _ => return Err(self.error(key, "must be a mapping")),
+            // The document itself (key "") is the whole file.
+            _ => return Err(self.error(if key.is_empty() { "(file)" } else { key }, "must be a mapping")),
         };
         for name in map.keys() {
             let path = if key.is_empty() {
@@ -838,6 +839,10 @@ mod tests {
                 "string",
             ),
             ("tls_server_config: {\n", "(file)", "not valid YAML"),
+            // Found by fuzzing (web_config): a document that is not a mapping named the empty key
+            // (`web.yml": : must be a mapping`).
+            ("- tls_server_config\n", "(file)", "mapping"),
+            ("just text\n", "(file)", "mapping"),
             ("basic_auth_users:\n  a: x\n  a: y\n", "(file)", "not valid YAML"),
         ];
         for (text, key, problem) in cases {
