@@ -145,6 +145,28 @@ fn is_active(ct: &SystemdContainer, unit: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// What systemd knows about `unit` (status and its last journal lines), for a failure message:
+/// a start that fails only under load (seen twice in CI on trixie) must say why.
+fn unit_diagnostics(ct: &SystemdContainer, unit: &str) -> String {
+    let run = |argv: &[&str]| {
+        let out = guest_rig::lxc::attach_command(&ct.lxcpath, ct.spec.vmid, &[], argv)
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            });
+        out.unwrap_or_else(|e| format!("{argv:?}: {e}"))
+    };
+    format!(
+        "systemctl status {unit}:\n{}\njournal:\n{}",
+        run(&["systemctl", "status", "--no-pager", "-l", unit]),
+        run(&["journalctl", "--no-pager", "-n", "60", "-u", unit])
+    )
+}
+
 /// The unit's state once a start or restart job apt left behind has settled: `systemctl
 /// is-active` says `activating`/`deactivating` while one runs (a restart under load was still
 /// in flight when apt returned), so wait up to 60 s for anything else, then return it.
@@ -317,7 +339,12 @@ fn prove_package(suite: Suite, unprivileged: bool) {
     let first_metrics_after = started.elapsed();
     let (install_result, install_time) = installer.join().unwrap();
     let install_log = install_result.unwrap_or_else(|e| panic!("apt install: {e:#}"));
-    let text = first_text.unwrap_or_else(|| panic!("no /metrics at {address} after install:\n{install_log}"));
+    let text = first_text.unwrap_or_else(|| {
+        panic!(
+            "no /metrics at {address} after install:\n{install_log}\n{}",
+            unit_diagnostics(&ct, "metrics-exporter.service")
+        )
+    });
 
     // The container unit runs; the eBPF unit's condition (not in a container) keeps it off.
     assert_eq!(is_active(&ct, "metrics-exporter.service"), "active");
@@ -372,7 +399,13 @@ fn prove_package(suite: Suite, unprivileged: bool) {
     );
     let default_file = ct.attach(&["cat", "/etc/default/metrics-exporter"]).unwrap();
     assert!(default_file.contains("\nMETRICS_PORT=9177\n"), "{default_file}");
-    assert_eq!(settled_state(&ct, "metrics-exporter.service"), "active");
+    let settled = settled_state(&ct, "metrics-exporter.service");
+    assert_eq!(
+        settled,
+        "active",
+        "{}",
+        unit_diagnostics(&ct, "metrics-exporter.service")
+    );
     // Settled by itself, not brought back by Restart=on-failure after a crash.
     assert_eq!(
         ct.attach(&[
