@@ -209,10 +209,12 @@ impl Walker<'_> {
             _ => return Err(self.error(if key.is_empty() { "(file)" } else { key }, "must be a mapping")),
         };
         for name in map.keys() {
+            // An empty key (`? ""`, found by fuzzing) is shown quoted, so the error names it.
+            let shown = if name.is_empty() { "\"\"" } else { name.as_str() };
             let path = if key.is_empty() {
-                name.clone()
+                shown.to_owned()
             } else {
-                format!("{key}.{name}")
+                format!("{key}.{shown}")
             };
             if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == path) {
                 return Err(self.error(&path, *why));
@@ -843,6 +845,7 @@ mod tests {
             // (`web.yml": : must be a mapping`).
             ("- tls_server_config\n", "(file)", "mapping"),
             ("just text\n", "(file)", "mapping"),
+            ("? \"\"\n", "\"\"", "unknown key"),
             ("basic_auth_users:\n  a: x\n  a: y\n", "(file)", "not valid YAML"),
         ];
         for (text, key, problem) in cases {
