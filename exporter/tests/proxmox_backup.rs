@@ -556,12 +556,7 @@ fn steady_state_cost_against_guests_at_1000_guests() {
     assert!((40_000..=50_000).contains(&archive), "index of {archive} bytes");
     let mut g = metrics_exporter::collectors::proxmox::create("guests", &env).unwrap();
     let mut b = BackupCollector::new(&env);
-    let cpu = || {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes into the struct we pass.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
-    };
+    let cpu = common::thread_cpu_micros;
     let first = cpu();
     b.collect(&mut SnapshotBuilder::new()).unwrap();
     let first = cpu() - first;

@@ -7,6 +7,9 @@
 //! (`SYNTHETIC_GUESTS=N` for another size). It prints thread CPU time per collection, best and
 //! mean over 32 rounds, and asserts only that each collector succeeds and produces series.
 
+mod common;
+
+use common::thread_cpu_micros;
 use std::path::Path;
 use std::process::Command;
 
@@ -35,13 +38,6 @@ const FROM_FIXTURE: &[&str] = &[
     "sys/devices/pci0000:00",
     "sys/devices/virtual/block",
 ];
-
-fn thread_cpu_micros() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the struct we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
-}
 
 fn copy_into(tree: &Path, relative: &str) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -34,6 +34,15 @@ pub fn fixture_copy(tree: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
+/// CPU time of the calling thread in microseconds (the cost tests' clock: what a collection
+/// costs, not how long a loaded machine made it wait).
+pub fn thread_cpu_micros() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
