@@ -23,6 +23,7 @@ fn main() {
             let env = Environment {
                 platform: Platform::Proxmox,
                 mounts: platform::read_mounts(&proc_path).expect("mount table"),
+                local_configs: Default::default(),
                 proc_path,
                 sys_path: "/sys".into(),
                 root_path: "/".into(),

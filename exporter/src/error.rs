@@ -46,6 +46,28 @@ impl CollectError {
     }
 }
 
+/// A copy for a second report of the same problem (a scan shared by two collectors): an I/O
+/// error keeps its errno, or else its kind and text.
+impl Clone for CollectError {
+    fn clone(&self) -> Self {
+        match self {
+            CollectError::Vanished { path } => CollectError::Vanished { path: path.clone() },
+            CollectError::Io { path, source } => CollectError::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(errno) => std::io::Error::from_raw_os_error(errno),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            CollectError::Parse { path, message } => CollectError::Parse {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            CollectError::Other(message) => CollectError::Other(message.clone()),
+        }
+    }
+}
+
 /// A parse failure of one input text; the reader adds the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

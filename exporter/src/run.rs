@@ -135,6 +135,7 @@ pub fn prepare(config: Config, purpose: Purpose) -> anyhow::Result<Prepared> {
         cgroup_path,
         pve_path: config.pve_path.clone(),
         mounts,
+        local_configs: Default::default(),
     };
     let enabled: Vec<&'static str> = match &config.enabled_collectors {
         Some(names) => collectors::names()

@@ -20,6 +20,7 @@ fn real() -> Environment {
         root_path: "/".into(),
         pve_path: "/etc/pve".into(),
         mounts,
+        local_configs: Default::default(),
     }
 }
 

@@ -459,6 +459,7 @@ async fn otlp_start_times_in_a_container_are_the_containers_start() {
         cgroup_path: Some(root.join("sys/fs/cgroup")),
         pve_path: root.join("etc/pve"),
         mounts,
+        local_configs: Default::default(),
     };
     let built = ["cpu", "network"].map(|name| collectors::create(name, &env).unwrap());
     let mut engine = Engine::new(

@@ -228,6 +228,7 @@ fn real_cgroup_collection_cost() {
             cgroup_path: Some(base.clone()),
             pve_path: base.join("no-pve"),
             mounts: mounts.clone(),
+            local_configs: Default::default(),
         };
         let mut c = proxmox::create("guests", &env).unwrap();
         let m = measure(c.as_mut(), ROUNDS);

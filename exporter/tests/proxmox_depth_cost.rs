@@ -2,7 +2,9 @@
 //! a steady-state collection of a Proxmox host with 1000 guests: a synthetic host
 //! (`collectors::proxmox::synthetic`, with its ~50 kB task index and task logs) plus the
 //! fixture's storage, replication, certificate, dpkg, subscription, diskstats and ZFS files,
-//! every collector created by name as the service creates it. A measurement, not a check:
+//! every collector created by name from one environment as the service creates them (so
+//! `backup` takes the guest-config scan `guests` made in the same round, as in a collection).
+//! A measurement, not a check:
 //! `cargo test --release -p metrics-exporter --test proxmox_depth_cost -- --ignored --nocapture`
 //! (`SYNTHETIC_GUESTS=N` for another size). It prints thread CPU time per collection, best and
 //! mean over 32 rounds, and asserts only that each collector succeeds and produces series.

@@ -405,6 +405,7 @@ fn guests_on_the_real_kernel_root() {
         cgroup_path: Some(base.clone()),
         pve_path: pve.clone(),
         mounts: mounts.clone(),
+        local_configs: Default::default(),
     };
     let mut guests = proxmox::create("guests", &env).unwrap();
     eprintln!("guests collector: {:?}", guests.notes());
@@ -821,6 +822,7 @@ fn v1_controllers_of_a_hybrid_guest_on_the_real_kernel_root() {
         cgroup_path: Some(base.clone()),
         pve_path: pve.clone(),
         mounts: mounts.clone(),
+        local_configs: Default::default(),
     };
     let mut guests = proxmox::create("guests", &env).unwrap();
     eprintln!("guests collector: {:?}", guests.notes());

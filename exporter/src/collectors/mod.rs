@@ -40,6 +40,9 @@ pub struct Environment {
     pub pve_path: std::path::PathBuf,
     /// The exporter's mount table at start.
     pub mounts: Vec<crate::parse::mountinfo::Mount>,
+    /// This node's guest configs, scanned once per collection for the collectors that list
+    /// local guests (shared by every clone of this environment).
+    pub local_configs: crate::collectors::proxmox::local_configs::LocalConfigs,
 }
 
 /// A collector's entry in the catalogue.

@@ -27,6 +27,7 @@ pub fn env_at(root: &Path, platform: Platform) -> Environment {
         cgroup_path: cgroup.is_dir().then_some(cgroup),
         pve_path: root.join("etc/pve"),
         mounts,
+        local_configs: Default::default(),
     }
 }
 

@@ -14,8 +14,9 @@
 //!   (`saved` 0 with an end time). A running task (no end time) is no result.
 //! - `/var/log/pve/tasks/<X>/<UPID>`, the log of each finished `vzdump` task, once: a task log
 //!   does not change after the task ended. Its per-guest lines are the results.
-//! - `$PVE_PATH/lxc/*.conf`, `$PVE_PATH/qemu-server/*.conf` (this node's guests and names,
-//!   listed as the `guests` collector lists them), `$PVE_PATH/.members` (the node name),
+//! - `$PVE_PATH/lxc/*.conf`, `$PVE_PATH/qemu-server/*.conf` (this node's guests and names:
+//!   the scan the `guests` collector made in the same collection, see [`super::local_configs`];
+//!   scanned here only when `guests` is not enabled), `$PVE_PATH/.members` (the node name),
 //!   `$PVE_PATH/jobs.cfg`, `$PVE_PATH/user.cfg` and `$PVE_PATH/vzdump.cron`: re-read when
 //!   their inode, size or mtime changes.
 //!
@@ -38,13 +39,14 @@
 //! once are reported in the collection that read them; an unreadable jobs.cfg, user.cfg or
 //! vzdump.cron (coverage unknown: the covered series are absent) on every collection.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::guests::{ConfigEntry, GuestsCollector, Key, Stamp};
+use super::guests::{GuestsCollector, Key, Stamp};
+use super::local_configs::LocalConfigs;
 use super::metrics::GUEST_LABELS;
 use crate::collectors::{Collector, Environment};
 use crate::error::CollectError;
@@ -195,7 +197,10 @@ pub struct BackupCollector {
     proc_path: PathBuf,
     root_path: PathBuf,
     tasks_dir: PathBuf,
-    configs: BTreeMap<Key, ConfigEntry>,
+    /// This node's guest configs, scanned once per collection with `guests`.
+    local_configs: LocalConfigs,
+    /// The number of the last scan of `local_configs` this collector used.
+    configs_used: u64,
     members: Option<(Stamp, Option<String>)>,
     /// Label arrays per guest and the name they were built with.
     labels: HashMap<Key, (Option<String>, Arc<[LabelValue]>)>,
@@ -222,7 +227,8 @@ impl BackupCollector {
             proc_path: env.proc_path.clone(),
             root_path: env.root_path.clone(),
             tasks_dir: env.root_path.join("var/log/pve/tasks"),
-            configs: BTreeMap::new(),
+            local_configs: env.local_configs.clone(),
+            configs_used: 0,
             members: None,
             labels: HashMap::new(),
             cursor: None,
@@ -440,8 +446,7 @@ impl BackupCollector {
     }
 
     /// The guest's label array, rebuilt when its name changes.
-    fn labels(&mut self, key: Key) -> Arc<[LabelValue]> {
-        let name = self.configs.get(&key).and_then(|c| c.config.name.as_deref());
+    fn labels(&mut self, key: Key, name: Option<&str>) -> Arc<[LabelValue]> {
         if let Some((built, labels)) = self.labels.get(&key)
             && built.as_deref() == name
         {
@@ -484,7 +489,8 @@ impl Collector for BackupCollector {
 
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
         let mut errors = Vec::new();
-        GuestsCollector::refresh_local_configs(&self.pve_path, &mut self.configs, &mut errors);
+        let local_configs = self.local_configs.clone();
+        let configs = local_configs.current(&self.pve_path, &mut self.configs_used, &mut errors);
         let node = GuestsCollector::local_node_name(
             &self.pve_path,
             &self.proc_path,
@@ -515,7 +521,7 @@ impl Collector for BackupCollector {
         );
 
         let mut families: [Vec<Sample>; 5] = Default::default();
-        let keys: Vec<Key> = self.configs.keys().copied().collect();
+        let keys: Vec<Key> = configs.configs.keys().copied().collect();
         let node = node.unwrap_or_default();
         let coverage = match (self.jobs.get(), self.cron.get(), self.pools.get()) {
             (Some(jobs), Some(cron), Some(pools)) => Some((jobs, cron, pools)),
@@ -532,7 +538,7 @@ impl Collector for BackupCollector {
         }
         drop(coverage);
         for (key, covered) in keys.into_iter().zip(covered) {
-            let labels = self.labels(key);
+            let labels = self.labels(key, configs.name(&key));
             let mut push = |family: usize, value: f64| {
                 families[family].push(Sample {
                     labels: Arc::clone(&labels),
@@ -555,7 +561,7 @@ impl Collector for BackupCollector {
                 push(4, if covered { 1.0 } else { 0.0 });
             }
         }
-        self.labels.retain(|k, _| self.configs.contains_key(k));
+        self.labels.retain(|k, _| configs.configs.contains_key(k));
         for (desc, samples) in BACKUP_METRICS.iter().zip(families) {
             if !samples.is_empty() {
                 out.family(desc).take_samples(samples);

@@ -18,7 +18,8 @@
 //!   `tap<vmid>i<N>`) in one read;
 //! - `$PVE_PATH/lxc/*.conf`, `$PVE_PATH/qemu-server/*.conf` (this node's guests; re-read only
 //!   when inode, size or mtime changed: names, tags, sizes, `lock`, `onboot`, `template`, and
-//!   the snapshot sections' names and `snaptime`) and `$PVE_PATH/.members` (the node name;
+//!   the snapshot sections' names and `snaptime`; one scan per collection shared with
+//!   `backup`, see [`super::local_configs`]) and `$PVE_PATH/.members` (the node name;
 //!   fallback: the host name);
 //! - `$PVE_PATH/ha/manager_status` (the HA CRM's state of each resource), or where it is absent
 //!   `$PVE_PATH/ha/resources.cfg` (the requested state); each re-read only when its stamp
@@ -46,13 +47,14 @@ use std::sync::Arc;
 
 use super::files::{FdBudget, KeptFile};
 use super::layout::{Layout, Source};
+use super::local_configs::LocalConfigs;
 use super::metrics::{GUEST_METRICS, Id};
 use crate::collectors::{Collector, Environment};
 use crate::error::{CollectError, ParseError};
 use crate::model::{LabelValue, Sample, SnapshotBuilder, Value};
 use crate::parse::cgroup::{self, Limit};
 use crate::parse::netdev;
-use crate::parse::pve::{self, GuestConfig, GuestType};
+use crate::parse::pve::{self, GuestType};
 
 pub(crate) type Key = (GuestType, u32);
 
@@ -549,13 +551,6 @@ fn user_hz() -> f64 {
     })
 }
 
-/// A parsed guest config and what identified the file version it came from.
-#[derive(Debug)]
-pub(crate) struct ConfigEntry {
-    pub(crate) stamp: Stamp,
-    pub(crate) config: GuestConfig,
-}
-
 /// Identifies a file version without reading it: pmxcfs and ordinary filesystems both change
 /// one of these on every write (a rename gives a new inode, a rewrite a new mtime or size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -918,7 +913,10 @@ pub struct GuestsCollector {
     netdev: KeptFile,
     /// Boxed: a `Guest` is some 1.4 KB, and B-tree nodes are about half full.
     guests: BTreeMap<Key, Box<Guest>>,
-    configs: BTreeMap<Key, ConfigEntry>,
+    /// This node's guest configs, scanned once per collection with `backup`.
+    local_configs: LocalConfigs,
+    /// The number of the last scan of `local_configs` this collector used.
+    configs_used: u64,
     members: Option<(Stamp, Option<String>)>,
     /// HA states of the guests, from `ha/manager_status` or `ha/resources.cfg`.
     ha: HaStates,
@@ -1016,7 +1014,8 @@ impl GuestsCollector {
             layout,
             budget,
             guests: BTreeMap::new(),
-            configs: BTreeMap::new(),
+            local_configs: env.local_configs.clone(),
+            configs_used: 0,
             members: None,
             ha: HaStates::default(),
             labels: HashMap::new(),
@@ -1112,87 +1111,6 @@ impl GuestsCollector {
             .find(|s| !s.is_empty())
     }
 
-    /// Brings the parsed configs up to date with `$PVE_PATH/{lxc,qemu-server}/*.conf`.
-    fn refresh_configs(&mut self, errors: &mut Vec<CollectError>) {
-        Self::refresh_local_configs(&self.pve_path, &mut self.configs, errors);
-    }
-
-    /// [`Self::refresh_configs`] for any collector that lists this node's guests.
-    pub(crate) fn refresh_local_configs(
-        pve_path: &Path,
-        configs: &mut BTreeMap<Key, ConfigEntry>,
-        errors: &mut Vec<CollectError>,
-    ) {
-        let mut seen = BTreeSet::new();
-        for (kind, sub) in [(GuestType::Lxc, "lxc"), (GuestType::Qemu, "qemu-server")] {
-            let dir = pve_path.join(sub);
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    errors.push(CollectError::io(&dir, e));
-                    // Keep what we had: an unreadable directory does not make guests vanish.
-                    seen.extend(configs.keys().filter(|(k, _)| *k == kind).copied());
-                    continue;
-                }
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(vmid) = name.to_str().and_then(|n| n.strip_suffix(".conf")).and_then(parse_vmid) else {
-                    continue;
-                };
-                // Relative to the open directory (fstatat): a stat of the full path walks
-                // every component again, once per guest and collection. A link (not what
-                // pmxcfs makes) is followed as before.
-                let meta = match entry.file_type() {
-                    Ok(t) if t.is_symlink() => std::fs::metadata(entry.path()),
-                    _ => entry.metadata(),
-                };
-                let meta = match meta {
-                    Ok(meta) if meta.is_file() => meta,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        errors.push(CollectError::io(&entry.path(), e));
-                        continue;
-                    }
-                };
-                let key = (kind, vmid);
-                let stamp = Stamp::of(&meta);
-                if configs.get(&key).is_some_and(|c| c.stamp == stamp) {
-                    seen.insert(key);
-                    continue;
-                }
-                let path = entry.path();
-                match std::fs::read(&path) {
-                    Ok(bytes) => {
-                        let config = pve::parse_guest_config(&String::from_utf8_lossy(&bytes), kind);
-                        if !config.ignored_lines.is_empty() {
-                            errors.push(CollectError::parse(
-                                &path,
-                                format!(
-                                    "skipped {} malformed line(s), first: {:?}",
-                                    config.ignored_lines.len(),
-                                    config.ignored_lines[0]
-                                ),
-                            ));
-                        }
-                        configs.insert(key, ConfigEntry { stamp, config });
-                        seen.insert(key);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        errors.push(CollectError::io(&path, e));
-                        if configs.contains_key(&key) {
-                            seen.insert(key);
-                        }
-                    }
-                }
-            }
-        }
-        configs.retain(|k, _| seen.contains(k));
-    }
-
     /// Running guests: `lxc/<vmid>` and `qemu.slice/<vmid>.scope` directories.
     fn discover(&self, errors: &mut Vec<CollectError>) -> BTreeSet<Key> {
         let mut running = BTreeSet::new();
@@ -1229,8 +1147,7 @@ impl GuestsCollector {
 
     /// Brings the guest's label arrays up to date with its configured name (no allocation
     /// when the name is unchanged).
-    fn update_labels(&mut self, key: Key) {
-        let name = self.configs.get(&key).and_then(|c| c.config.name.as_deref());
+    fn update_labels(&mut self, key: Key, name: Option<&str>) {
         let current = self.labels.get(&key).is_some_and(|l| match name {
             Some(name) => !l.default_name && &*l.values[1] == name,
             None => l.default_name,
@@ -1280,7 +1197,7 @@ fn open_ahead(mut guests: Vec<&mut Guest>, budget: &FdBudget) {
 }
 
 /// A vmid: a decimal number without sign or leading zero, as Proxmox allocates them (100 up).
-fn parse_vmid(text: &str) -> Option<u32> {
+pub(crate) fn parse_vmid(text: &str) -> Option<u32> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.starts_with('0') {
         return None;
     }
@@ -1817,7 +1734,9 @@ impl Collector for GuestsCollector {
     fn collect(&mut self, out: &mut SnapshotBuilder) -> Result<(), CollectError> {
         let mut errors = Vec::new();
         let node = self.node_name(&mut errors);
-        self.refresh_configs(&mut errors);
+        // Held to the end of the collection: the names, limits and states below come from it.
+        let local_configs = self.local_configs.clone();
+        let configs = local_configs.current(&self.pve_path, &mut self.configs_used, &mut errors);
         let running = self.discover(&mut errors);
 
         // Stopped guests: their state (descriptors included) goes now.
@@ -1827,7 +1746,7 @@ impl Collector for GuestsCollector {
         // to the files read on every collection.
         self.budget.balance();
         self.labels
-            .retain(|k, _| running.contains(k) || self.configs.contains_key(k));
+            .retain(|k, _| running.contains(k) || configs.configs.contains_key(k));
 
         // Network: one read of the host's interface table for every guest, kept as rows
         // sorted by guest (no allocation per interface).
@@ -1900,7 +1819,7 @@ impl Collector for GuestsCollector {
         self.families.reserve();
         let mut alive = BTreeSet::new();
         for &key in &running {
-            self.update_labels(key);
+            self.update_labels(key, configs.name(&key));
             let Some(guest) = self.guests.get_mut(&key) else {
                 continue;
             };
@@ -1909,7 +1828,7 @@ impl Collector for GuestsCollector {
             for _attempt in 0..2 {
                 self.staged.samples.clear();
                 let mut guest_errors = Vec::new();
-                let stamp = self.configs.get(&key).map(|c| c.stamp);
+                let stamp = configs.get(&key).map(|c| c.stamp);
                 let read_limits = guest.limits_due.is_none_or(|due| due == 0) || guest.config_stamp != stamp;
                 guest.config_stamp = stamp;
                 guest.limits_due = Some(match guest.limits_due {
@@ -1950,7 +1869,7 @@ impl Collector for GuestsCollector {
                     .push(Id::GUEST_START, &labels.base, crate::starts::unix_seconds(start));
             }
             let first = self.net_rows.partition_point(|r| r.key < key);
-            let entry = self.configs.get(&key);
+            let entry = configs.get(&key);
             for row in self.net_rows[first..].iter().take_while(|r| r.key == key) {
                 let host = &self.net_names[row.name.0..row.name.1];
                 // One scheme for containers and VMs: `interface` is Proxmox's net<N> key, from
@@ -1982,11 +1901,11 @@ impl Collector for GuestsCollector {
         // config (still guests, with default names).
         let node = LabelValue::from(node.unwrap_or_default());
         self.ha.refresh(&self.pve_path, &mut errors);
-        let keys: BTreeSet<Key> = self.configs.keys().copied().chain(running.iter().copied()).collect();
+        let keys: BTreeSet<Key> = configs.configs.keys().copied().chain(running.iter().copied()).collect();
         for key in keys {
-            self.update_labels(key);
+            self.update_labels(key, configs.name(&key));
             let labels = self.labels.get_mut(&key).expect("updated above");
-            let entry = self.configs.get(&key);
+            let entry = configs.get(&key);
             // A running guest that vanished during this collection is stopped now if it is
             // configured; without a config there is nothing left to say about it.
             let status = match (alive.contains(&key), entry.is_some()) {

@@ -15,6 +15,7 @@ pub mod cluster;
 mod files;
 pub mod guests;
 pub mod layout;
+pub mod local_configs;
 pub mod metrics;
 pub mod node_info;
 pub mod replication;

@@ -147,6 +147,7 @@ pub fn environment_for_tree(root: &Path) -> Environment {
         cgroup_path: Some(root.join("sys/fs/cgroup")),
         pve_path: root.join("etc/pve"),
         mounts,
+        local_configs: Default::default(),
     }
 }
 
