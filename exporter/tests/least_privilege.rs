@@ -79,34 +79,7 @@ impl Subtree {
 
 impl Drop for Subtree {
     fn drop(&mut self) {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            out.push(dir.to_path_buf());
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        walk(&e.path(), out);
-                    }
-                }
-            }
-        }
-        let mut dirs = Vec::new();
-        walk(&self.root, &mut dirs);
-        for dir in dirs.iter().rev() {
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
-                    // SAFETY: a plain signal to a process in a cgroup this test created.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        for dir in dirs.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        remove_cgroup_tree(&self.root);
     }
 }
 
@@ -155,9 +128,9 @@ impl Link {
             veth: format!("veth{vmid}i0"),
         };
         for ns in [&link.host_ns, &link.guest_ns] {
-            run("ip", &["netns", "add", ns]);
+            run_ok("ip", &["netns", "add", ns]);
         }
-        run(
+        run_ok(
             "ip",
             &[
                 "link",
@@ -192,10 +165,10 @@ impl Link {
                 "net.ipv6.conf.all.disable_ipv6=1",
                 "net.ipv6.conf.default.disable_ipv6=1",
             ];
-            in_ns(ns, &sysctl);
-            in_ns(ns, &["ip", "link", "set", dev, "address", mac]);
-            in_ns(ns, &["ip", "addr", "add", &format!("{addr}/30"), "dev", dev]);
-            in_ns(
+            in_netns(ns, &sysctl);
+            in_netns(ns, &["ip", "link", "set", dev, "address", mac]);
+            in_netns(ns, &["ip", "addr", "add", &format!("{addr}/30"), "dev", dev]);
+            in_netns(
                 ns,
                 &[
                     "ip",
@@ -210,15 +183,15 @@ impl Link {
                     "permanent",
                 ],
             );
-            in_ns(ns, &["ip", "link", "set", dev, "up"]);
-            in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+            in_netns(ns, &["ip", "link", "set", dev, "up"]);
+            in_netns(ns, &["ip", "link", "set", "lo", "up"]);
         }
         link
     }
 
     /// (rx_bytes, rx_packets, tx_bytes, tx_packets) of the host side of the pair.
     fn host_side(&self) -> (u64, u64, u64, u64) {
-        interface_counters(&in_ns(&self.host_ns, &["cat", "/proc/net/dev"]), &self.veth)
+        interface_counters(&in_netns(&self.host_ns, &["cat", "/proc/net/dev"]), &self.veth)
     }
 }
 
@@ -228,23 +201,6 @@ impl Drop for Link {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> String {
-    let netns = format!("--net=/run/netns/{ns}");
-    let mut all = vec![netns.as_str()];
-    all.extend_from_slice(args);
-    run("nsenter", &all)
 }
 
 /// Runs `script` (a file) with `sh` after moving the shell into `cgroup`, in network namespace

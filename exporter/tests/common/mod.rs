@@ -245,3 +245,56 @@ pub fn v1_counterparts(cgroup2: &std::path::Path, name: &str) -> Vec<PathBuf> {
         .map(|m| PathBuf::from(&m.mount_point).join(name))
         .collect()
 }
+
+/// Runs a command that must succeed and returns its standard output; a failure panics with
+/// its standard error.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`run_ok`] inside the network namespace `ns` (one `ip netns add` made, under /run/netns).
+pub fn in_netns(ns: &str, args: &[&str]) -> String {
+    let netns = format!("--net=/run/netns/{ns}");
+    let mut all = vec![netns.as_str()];
+    all.extend_from_slice(args);
+    run_ok("nsenter", &all)
+}
+
+/// Removes a cgroup subtree this test created: every process in it is killed, then the
+/// directories go deepest first (a cgroup is removable once its last task has exited).
+pub fn remove_cgroup_tree(root: &std::path::Path) {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        out.push(dir.to_path_buf());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut dirs = Vec::new();
+    walk(root, &mut dirs);
+    for dir in dirs.iter().rev() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: a plain signal to a process in a cgroup this test created.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    for dir in dirs.iter().rev() {
+        for _ in 0..50 {
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
