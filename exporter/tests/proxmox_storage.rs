@@ -412,6 +412,48 @@ fn unreadable_files_are_reported_naming_them() {
     assert!(snap.family("pve_storage_info").is_none());
 }
 
+/// A storage.cfg as an administrator may leave it: `local` removed and a storage without a
+/// `content` line. Proxmox still has `dir: local` at /var/lib/vz (pve-storage puts it back) and
+/// gives the storage its type's default content; so does the collector.
+#[test]
+fn local_and_default_content_as_proxmox_reads_storage_cfg() {
+    let dir = tree();
+    std::fs::write(
+        dir.path().join("etc/pve/storage.cfg"),
+        "zfspool: local-zfs\n\tpool rpool/data\n\tsparse\n\n\
+         lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n",
+    )
+    .unwrap();
+    let (snap, result) = collect_with(&mut StorageCollector::new(&env_at(dir.path())));
+    result.unwrap();
+    let series = series_of(&snap, STORAGE_NAMES);
+    let info: BTreeSet<(String, String, String, String)> = series
+        .iter()
+        .filter(|s| s.0 == "pve_storage_info")
+        .map(|(_, l, _)| {
+            (
+                l["storage"].clone(),
+                l["type"].clone(),
+                l["content"].clone(),
+                l["shared"].clone(),
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned(), "0".to_owned());
+    assert_eq!(
+        info,
+        BTreeSet::from([
+            row("local", "dir", "backup,images,iso,rootdir,snippets,vztmpl"),
+            row("local-lvm", "lvmthin", "images,rootdir"),
+            row("local-zfs", "zfspool", "images,rootdir"),
+        ])
+    );
+    // The restored local is measured like any dir storage: statvfs of <root>/var/lib/vz.
+    let local = [("storage", "local"), ("type", "dir")];
+    let (size, _, _) = independent_statvfs(&dir.path().join("var/lib/vz"));
+    assert_eq!(value(&series, "pve_storage_size_bytes", &local), Some(size));
+}
+
 #[test]
 fn a_truncated_rrd_line_costs_only_its_storage() {
     let dir = tree();

@@ -26,8 +26,13 @@
 //! Which storages: those of `storage.cfg` without `disable`, whose `nodes` list (comma,
 //! semicolon or space separated) is absent or names this node; `local` is never restricted by
 //! `nodes` (Proxmox removes the key). `shared` is `1` when the storage says `shared 1` or its
-//! type is shared by nature (pve-storage `@SHARED_STORAGE`). `content` is as written (empty when
-//! the line is absent: Proxmox then applies the plugin's default list, not repeated here).
+//! type is shared by nature (pve-storage `@SHARED_STORAGE`). `content` is as written, or where
+//! the line is absent the plugin's default list that Proxmox applies (`plugindata` `content`,
+//! e.g. `images,rootdir` for `dir` and `zfspool`, `images` for `nfs`, `backup` for `pbs`).
+//! As pve-storage's `parse_config` does, a `local` storage that is absent, not a `dir`, or a
+//! `dir` with a path other than `/var/lib/vz` is replaced by `dir: local` at `/var/lib/vz` with
+//! content `backup,images,iso,rootdir,snippets,vztmpl`, and a `dir: local` without a path gets
+//! `/var/lib/vz`: every Proxmox node has it, whatever storage.cfg says.
 //! The default path `/mnt/pve/<id>` of `nfs`, `cifs`, `cephfs` (and `glusterfs` before PVE 9)
 //! applies when their `path` line is absent, as in the plugins' `check_config`.
 
@@ -80,7 +85,7 @@ pub static STORAGE_AVAIL: MetricDesc = storage_metric(
 );
 pub static STORAGE_INFO: MetricDesc = storage_metric(
     "pve_storage_info",
-    "A storage of /etc/pve/storage.cfg enabled on this node, with its content types as written and whether it is shared.",
+    "A storage of /etc/pve/storage.cfg enabled on this node, with its content types (as written, or the type's default) and whether it is shared.",
     Kind::Info,
     &["storage", "type", "content", "shared"],
 );
@@ -100,6 +105,24 @@ const SHARED_TYPES: &[&str] = &[
     "drbd",
     "pbs",
 ];
+
+/// Where every node's `local` storage is (pve-storage `parse_config`).
+const LOCAL_PATH: &str = "/var/lib/vz";
+/// The content of the `local` storage pve-storage puts in place of a missing or unusable one.
+const LOCAL_CONTENT: &str = "backup,images,iso,rootdir,snippets,vztmpl";
+
+/// The content list pve-storage gives a storage without a `content` line: the second element
+/// of its plugin's `plugindata` `content` (sorted here; Perl joins a hash in no set order).
+/// `None` for a type without one (a third-party plugin): the label stays empty.
+fn default_content(storage_type: &str) -> Option<&'static str> {
+    Some(match storage_type {
+        "dir" | "btrfs" | "lvmthin" | "zfspool" => "images,rootdir",
+        "nfs" | "cifs" | "glusterfs" | "iscsi" | "iscsidirect" | "lvm" | "rbd" | "zfs" => "images",
+        "cephfs" | "pbs" => "backup",
+        "esxi" => "import",
+        _ => return None,
+    })
+}
 
 /// Types measured by statvfs of their path; the value is the filesystem types that must be
 /// mounted at the path (empty: a plain directory, mounted only if `is_mountpoint` says so).
@@ -209,13 +232,35 @@ pub enum Source {
 pub fn select_storages(config: &SectionConfig, node: &str) -> (Vec<SelectedStorage>, Vec<String>) {
     let mut problems: Vec<String> = config.errors.iter().map(|e| e.to_string()).collect();
     let mut selected = Vec::new();
+    let keeps_local = config
+        .sections
+        .iter()
+        .find(|s| s.id == "local")
+        .is_some_and(|s| s.section_type == "dir" && s.get("path").is_none_or(|p| p == LOCAL_PATH));
+    if !keeps_local {
+        // First, as Proxmox's `priority => 0` puts it.
+        selected.push(SelectedStorage {
+            id: "local".into(),
+            storage_type: "dir".into(),
+            content: LOCAL_CONTENT.into(),
+            shared: false,
+            source: Source::Path {
+                path: LOCAL_PATH.into(),
+                mounted: None,
+            },
+        });
+    }
     for section in &config.sections {
+        let is_local = section.id == "local";
+        if is_local && !keeps_local {
+            continue;
+        }
         match section.boolean("disable") {
             Ok(Some(true)) => continue,
             Ok(_) => {}
             Err(e) => problems.push(e.to_string()),
         }
-        if section.id != "local" && !usable_on(section, node) {
+        if !is_local && !usable_on(section, node) {
             continue;
         }
         let shared = match section.boolean("shared") {
@@ -228,7 +273,11 @@ pub fn select_storages(config: &SectionConfig, node: &str) -> (Vec<SelectedStora
         let source = match PATH_TYPES.iter().find(|(t, _)| *t == section.section_type) {
             None => Source::Rrd,
             Some((kind, fs_types)) => {
-                let default_path = (!fs_types.is_empty()).then(|| format!("/mnt/pve/{}", section.id));
+                let default_path = if is_local {
+                    Some(LOCAL_PATH.to_string())
+                } else {
+                    (!fs_types.is_empty()).then(|| format!("/mnt/pve/{}", section.id))
+                };
                 match section.get("path").map(str::to_string).or(default_path) {
                     None => {
                         problems.push(format!(
@@ -256,7 +305,11 @@ pub fn select_storages(config: &SectionConfig, node: &str) -> (Vec<SelectedStora
         selected.push(SelectedStorage {
             id: section.id.clone(),
             storage_type: section.section_type.clone(),
-            content: section.get("content").unwrap_or_default().to_string(),
+            content: section
+                .get("content")
+                .or_else(|| default_content(&section.section_type))
+                .unwrap_or_default()
+                .to_string(),
             shared,
             source,
         });
@@ -479,7 +532,13 @@ mod tests {
             }
         );
         assert!(by_id("nas").shared, "nfs is shared by nature");
-        assert_eq!(by_id("nas").content, "");
+        assert_eq!(
+            by_id("nas").content,
+            "images",
+            "no content line: the nfs plugin's default"
+        );
+        assert_eq!(by_id("ceph").content, "images", "rbd's default");
+        assert_eq!(by_id("usb").content, "images,rootdir", "dir's default");
         assert_eq!(
             by_id("smb").source,
             Source::Path {
@@ -509,10 +568,55 @@ mod tests {
         assert!(problems[0].contains("'broken' has no path"), "{problems:?}");
     }
 
+    /// pve-storage `parse_config`: `local` is always `dir` at /var/lib/vz, first, on every node.
+    #[test]
+    fn local_is_put_in_place_as_proxmox_does() {
+        let replaced = |text: &str| {
+            let (selected, problems) = select(text, "pve1");
+            assert_eq!(problems, Vec::<String>::new(), "{text}");
+            let local: Vec<&SelectedStorage> = selected.iter().filter(|s| s.id == "local").collect();
+            assert_eq!(local.len(), 1, "{text}");
+            assert_eq!(selected[0].id, "local", "first: {text}");
+            local[0].clone()
+        };
+        let synthesized = SelectedStorage {
+            id: "local".into(),
+            storage_type: "dir".into(),
+            content: "backup,images,iso,rootdir,snippets,vztmpl".into(),
+            shared: false,
+            source: Source::Path {
+                path: "/var/lib/vz".into(),
+                mounted: None,
+            },
+        };
+        // Absent, another type (even disabled: the replacement has no `disable`), another path.
+        for text in [
+            "zfspool: tank\n\tpool tank\n",
+            "zfspool: local\n\tpool rpool\n\tdisable\n",
+            "dir: local\n\tpath /srv/vz\n\tcontent iso\n",
+        ] {
+            assert_eq!(replaced(text), synthesized, "{text}");
+        }
+        // Kept: its own content (or dir's default), /var/lib/vz when it has no path, no node
+        // restriction; a disabled one stays disabled.
+        let kept = replaced("dir: local\n\tnodes pve9\n\tshared 1\n");
+        assert_eq!(kept.content, "images,rootdir");
+        assert!(kept.shared);
+        assert_eq!(
+            kept.source,
+            Source::Path {
+                path: "/var/lib/vz".into(),
+                mounted: None
+            }
+        );
+        let (selected, _) = select("dir: local\n\tpath /var/lib/vz\n\tdisable 1\n", "pve1");
+        assert!(selected.is_empty(), "{selected:?}");
+    }
+
     #[test]
     fn a_bad_boolean_is_reported_and_the_storage_kept() {
         let (selected, problems) = select("dir: a\n\tpath /a\n\tdisable maybe\n", "n");
-        assert_eq!(selected.len(), 1);
+        assert_eq!(selected.len(), 2, "a, and the local every node has");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("line 3:"), "{problems:?}");
     }
