@@ -326,6 +326,9 @@ pub struct EbpfInputs {
     /// checks CAP_BPF and CAP_PERFMON in the initial namespace, so capabilities held there
     /// (`unshare -U -r`, an unprivileged container) do not count.
     pub in_user_namespace: Option<bool>,
+    /// True when the process is in a cgroup namespace below the host's
+    /// ([`ebpf::in_nested_cgroup_namespace`]).
+    pub in_cgroup_namespace: Option<bool>,
     pub btf_present: bool,
 }
 
@@ -343,6 +346,7 @@ impl EbpfInputs {
             built_in: !ebpf::NOT_BUILT && !ebpf::OBJECT.is_empty(),
             effective_capabilities: status.as_deref().and_then(parse_effective_capabilities),
             in_user_namespace: uid_map.as_deref().map(is_nested_user_namespace),
+            in_cgroup_namespace: ebpf::in_nested_cgroup_namespace(),
             btf_present: Path::new("/sys/kernel/btf/vmlinux").exists(),
         }
     }
@@ -429,6 +433,8 @@ pub fn plan_ebpf(inputs: &EbpfInputs) -> EbpfPlan {
             Kind::PermissionDenied,
             "the process is in a user namespace: the kernel refuses bpf() there (EPERM)".into(),
         ))
+    } else if inputs.in_cgroup_namespace == Some(true) {
+        Some((Kind::Unsupported, ebpf::CGROUP_NAMESPACE_REFUSAL.into()))
     } else if !missing.is_empty() {
         Some((
             Kind::PermissionDenied,
@@ -621,6 +627,7 @@ mod tests {
             built_in: true,
             effective_capabilities: parse_effective_capabilities("CapEff:\t000001ffffffffff\n"),
             in_user_namespace: Some(is_nested_user_namespace("         0          0 4294967295\n")),
+            in_cgroup_namespace: Some(false),
             btf_present: true,
         }
     }
@@ -671,6 +678,9 @@ mod tests {
         let userns = case(&|i| i.in_user_namespace = Some(true));
         assert_eq!(userns.kind, Some(Kind::PermissionDenied));
         assert!(userns.reason.contains("user namespace"), "{}", userns.reason);
+        let cgroupns = case(&|i| i.in_cgroup_namespace = Some(true));
+        assert_eq!(cgroupns.kind, Some(Kind::Unsupported));
+        assert!(cgroupns.reason.contains("cgroup namespace"), "{}", cgroupns.reason);
         // Only CAP_BPF and CAP_NET_ADMIN: CAP_PERFMON is named as missing.
         let caps = case(&|i| i.effective_capabilities = Some((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)));
         assert_eq!(caps.kind, Some(Kind::PermissionDenied));

@@ -234,6 +234,56 @@ fn user_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
     );
 }
 
+/// In a cgroup namespace of its own (`unshare --cgroup`, as in a container or Docker's default
+/// `--cgroupns=private`) the guests' levels the exporter sees are not the kernel's: the programs
+/// would count every guest as doing nothing. So the exporter does not load them, says why, and
+/// serves the guest from cgroupfs; EBPF=on refuses to start. Before this check, a systemd unit
+/// in a container loaded them and served 0 forks, execs and exits for a busy guest.
+#[test]
+fn cgroup_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
+    let _serial = serial();
+    if !privileged() || !require_command("unshare") {
+        return;
+    }
+    let guest = Guest::new("cgroupns", 903, 0);
+    let pve = tempfile::tempdir().unwrap();
+    let mut command = Command::new("unshare");
+    command.arg("--cgroup").arg(binary());
+    let exporter = Exporter::start_with(command, &guest.env(pve.path()));
+    let series = parse_exposition(&exporter.get("/metrics").text());
+    let enabled = series
+        .iter()
+        .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
+        .expect("ebpf_enabled");
+    assert_eq!(enabled.2, 0.0);
+    assert!(enabled.1["reason"].contains("cgroup namespace"), "{:?}", enabled.1);
+    assert!(value(&series, "container_cpu_usage_seconds_total", &[("container_id", "903")]).is_some());
+    assert!(!names(&series).contains("container_tasks_forked_total"));
+    let status = exporter.get("/status").json();
+    assert_eq!(
+        status["exporter"]["components"]["ebpf"]["state"]["reason"]["kind"],
+        "unsupported"
+    );
+    drop(exporter);
+
+    let mut command = Command::new("unshare");
+    command
+        .arg("--cgroup")
+        .arg(binary())
+        .env("EBPF", "on")
+        .env("LISTEN_ADDRESS", "127.0.0.1")
+        .env("METRICS_PORT", free_port().to_string())
+        .envs(guest.env(pve.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (status, stderr) = run_bounded(command, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("cgroup namespace"),
+        "{stderr}"
+    );
+}
+
 /// Runs a command that should exit by itself; kills it (and fails) after `limit`.
 fn run_bounded(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
     wait_bounded(&mut command.spawn().unwrap(), limit)

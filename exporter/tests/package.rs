@@ -12,7 +12,10 @@
 //!
 //! Both in a privileged and in an unprivileged container (Proxmox VE's default), and the same
 //! sequence in a privileged Debian 13 (trixie, Proxmox VE 9's base) container: one package for
-//! both releases. The root tests print the package's size, its install time in the container and
+//! both releases. And the eBPF unit under that real systemd with its whole sandbox (a drop-in
+//! lifts its container condition): in the container's cgroup namespace it refuses the programs
+//! with the reason under EBPF=auto, keeping no capability on any thread, and does not start under
+//! EBPF=on. The root tests print the package's size, its install time in the container and
 //! the time from `apt install` to the first served /metrics (the closing note copies them).
 
 mod common;
@@ -492,4 +495,128 @@ fn prove_package(suite: Suite, unprivileged: bool) {
         install_time.as_secs_f64(),
         first_metrics_after.as_secs_f64()
     );
+}
+
+/// The eBPF unit as the package installs it, under a real systemd (252, Debian 12) with its
+/// whole sandbox (syscall filter, address families, bounding set, ProtectControlGroups...), in a
+/// privileged container (which keeps CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in its bounding
+/// set). A drop-in lifts the unit's `ConditionVirtualization=!container` and sets
+/// PLATFORM=proxmox (detection rightly calls this node a container). The container has a cgroup
+/// namespace of its own, where the guests' cgroup levels are not the kernel's: the first run of
+/// this test loaded the programs there (6 of them, capabilities dropped) and served 0 forks,
+/// execs and exits for a busy guest. So the exporter now refuses them in a cgroup namespace:
+/// with EBPF=auto the unit runs, says why, serves the guest from cgroupfs and keeps no
+/// capability on any thread; with EBPF=on it does not start, and its journal says why.
+#[test]
+fn ebpf_unit_under_systemd_in_a_cgroup_namespace() {
+    let why = guest_rig::rig::unavailable();
+    if !require(
+        &format!("root and the rig's tools ({})", why.clone().unwrap_or_default()),
+        is_root() && why.is_none(),
+    ) || !require_command("dpkg-deb")
+    {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = build_package(out.path(), None);
+    let file_name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!("package-{}-ebpf-unit", std::process::id()));
+    let ct = SystemdContainer::up(&dir, Suite::Bookworm, 512, false).expect("the Debian systemd container comes up");
+    ct.copy_in(&deb, &format!("/root/{file_name}")).unwrap();
+    apt(&ct, &["install", &format!("/root/{file_name}")]);
+    ct.attach(&["systemctl", "disable", "--now", "metrics-exporter.service"])
+        .unwrap();
+    // A guest as the exporter finds one: a config, and a cgroup `lxc/9999` in the container's
+    // cgroup2 (where its mount table says; /sys/fs/cgroup/unified on this hybrid host).
+    let mounts = ct.attach(&["cat", "/proc/self/mountinfo"]).unwrap();
+    let cgroup2 = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a cgroup2 mount in the container")
+        .to_owned();
+    let drop_in = "/etc/systemd/system/metrics-exporter-ebpf.service.d";
+    let unit = "metrics-exporter-ebpf.service";
+    let configure = |ebpf: &str| {
+        format!(
+            "mkdir -p {drop_in} && \
+             printf '[Unit]\\nConditionVirtualization=\\n[Service]\\nEnvironment=PLATFORM=proxmox EBPF={ebpf}\\n' \
+               > {drop_in}/test.conf && systemctl daemon-reload"
+        )
+    };
+    ct.attach(&[
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /etc/pve/lxc {cgroup2}/lxc/9999 && printf 'hostname: late\\nmemory: 512\\n' > /etc/pve/lxc/9999.conf && \
+             {} && systemctl start {unit}",
+            configure("auto")
+        ),
+    ])
+    .unwrap();
+    let address = SocketAddr::from((ct.spec.address, 9100));
+    let text = first_metrics(address, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no /metrics from the eBPF unit:\n{}", unit_diagnostics(&ct, unit)));
+    let series = parse_exposition(&text);
+    let enabled = series
+        .iter()
+        .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
+        .expect("metrics_exporter_ebpf_enabled");
+    assert_eq!(enabled.2, 0.0, "{}", unit_diagnostics(&ct, unit));
+    assert!(enabled.1["reason"].contains("cgroup namespace"), "{:?}", enabled.1);
+    assert_eq!(value(&series, "metrics_exporter_capabilities_dropped", &[]), Some(1.0));
+    let guest = [("container_id", "9999"), ("host_name", "late")];
+    assert!(
+        value(&series, "container_cpu_usage_seconds_total", &guest).is_some(),
+        "the guest from cgroupfs"
+    );
+    let pid = main_pid(&ct, unit);
+    let tasks = ct.attach(&["ls", &format!("/proc/{pid}/task")]).unwrap();
+    let tids: Vec<&str> = tasks.split_whitespace().collect();
+    assert!(tids.len() > 1, "threads: {tasks}");
+    for tid in &tids {
+        let task = format!("{pid}/task/{tid}");
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(status_field(&ct, &task, cap), "0000000000000000", "thread {tid} {cap}");
+        }
+        assert_eq!(status_field(&ct, &task, "NoNewPrivs"), "1", "thread {tid}");
+    }
+    assert_eq!(
+        ct.attach(&["systemctl", "show", "-p", "NRestarts", "--value", unit])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+
+    // EBPF=on promises the programs or no start.
+    ct.attach(&["sh", "-c", &format!("systemctl stop {unit} && {}", configure("on"))])
+        .unwrap();
+    let started = guest_rig::lxc::attach_command(&ct.lxcpath, ct.spec.vmid, &[], &["systemctl", "start", unit])
+        .output()
+        .unwrap();
+    // `systemctl start` of a simple service returns once it is forked; it then exits 1 (and is
+    // restarted every 5 s by Restart=on-failure, refusing each time).
+    let journal = || {
+        ct.attach(&["journalctl", "--no-pager", "-u", unit, "-n", "20"])
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !journal().contains("EBPF=on but the eBPF programs cannot run") {
+        assert!(
+            Instant::now() < deadline,
+            "EBPF=on did not refuse (start: {started:?}):\n{}",
+            journal()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(journal().contains("cgroup namespace"), "{}", journal());
+    assert_eq!(
+        ct.attach(&["systemctl", "show", "-p", "ExecMainStatus", "--value", unit])
+            .unwrap()
+            .trim(),
+        "1",
+        "{}",
+        journal()
+    );
+    ct.down();
 }

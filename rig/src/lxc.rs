@@ -187,6 +187,11 @@ pub fn init_pid(lxcpath: &Path, name: &str) -> anyhow::Result<i32> {
 
 /// Starts the container and waits until it runs (and, with systemd, until boot finished).
 pub fn start(lxcpath: &Path, spec: &ContainerSpec, log: &Path) -> anyhow::Result<()> {
+    // A refused start says why in its log, which the rig's teardown removes with the rig dir.
+    let with_log = |e: anyhow::Error| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        e.context(format!("{}:\n{}", log.display(), text.trim_end()))
+    };
     run(
         "lxc-start",
         &[
@@ -200,7 +205,8 @@ pub fn start(lxcpath: &Path, spec: &ContainerSpec, log: &Path) -> anyhow::Result
             "-l",
             "WARN",
         ],
-    )?;
+    )
+    .map_err(with_log)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while state(lxcpath, &spec.name()) != "RUNNING" {
         if Instant::now() > deadline {

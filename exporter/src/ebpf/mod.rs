@@ -188,6 +188,23 @@ impl LoadOptions {
     }
 }
 
+/// What `/proc/self/ns/cgroup` links to in the initial cgroup namespace (`PROC_CGROUP_INIT_INO`
+/// of include/linux/proc_ns.h), and only there.
+const INITIAL_CGROUP_NAMESPACE: &str = "cgroup:[4026531835]";
+
+/// Why the programs are not loaded in a cgroup namespace below the host's.
+pub const CGROUP_NAMESPACE_REFUSAL: &str = "the process is in a cgroup namespace below the host's (a container's, or Docker's default --cgroupns=private): the programs find a task's guest by its absolute cgroup level, which cannot be known from inside one, so every guest would count nothing; run the exporter in the host's cgroup namespace";
+
+/// Whether this process is in a cgroup namespace other than the initial one (always the real
+/// `/proc/self`: a property of this process); `None` when the kernel has no cgroup namespaces.
+/// Found under a real systemd in a container: there the guests' levels seen through the
+/// namespace are not the kernel's, and every guest counted 0 forks, execs and exits.
+pub fn in_nested_cgroup_namespace() -> Option<bool> {
+    std::fs::read_link("/proc/self/ns/cgroup")
+        .ok()
+        .map(|link| link.as_os_str() != INITIAL_CGROUP_NAMESPACE)
+}
+
 /// Decides and loads according to `EBPF` and the platform, logging one line.
 ///
 /// When it tried to load (whatever the outcome), it then drops every capability of the process
@@ -199,6 +216,10 @@ pub fn start(mode: EbpfMode, platform: Platform, options: &LoadOptions) -> Resul
         EbpfMode::Auto if platform == Platform::Lxc => Err(EbpfUnavailable::new(
             UnavailableKind::InsideContainer,
             "inside an LXC container eBPF is refused and sees no other guest: not tried (EBPF=auto)",
+        )),
+        EbpfMode::Auto | EbpfMode::On if in_nested_cgroup_namespace() == Some(true) => Err(EbpfUnavailable::new(
+            UnavailableKind::Unsupported,
+            CGROUP_NAMESPACE_REFUSAL,
         )),
         EbpfMode::Auto | EbpfMode::On => {
             // The log reader thread starts after the drop, so that it holds no capability.
