@@ -74,7 +74,14 @@ fn default_file_lists_every_variable_commented_at_its_default() {
 }
 
 /// Builds the package with `cargo xtask deb` into `out`; returns its path.
+/// One package build at a time: cargo-deb strips the binary into the same temporary file of the
+/// target dir (`<name>.stripped-0.tmp`, outside cargo's lock) in every run, so two tests
+/// building at once could pack the other's half-written binary. That was the trixie test's
+/// failure in CI (lintian: `executable-not-elf-or-script`, then a unit that never came up).
+static PACKAGE_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn build_package(out: &Path, deb_version: Option<&str>) -> PathBuf {
+    let _one_at_a_time = PACKAGE_BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // A target dir of its own: the outer `cargo test` may hold the locks of its own.
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("package-build");
     let mut command = Command::new(env!("CARGO"));
@@ -96,6 +103,18 @@ fn build_package(out: &Path, deb_version: Option<&str>) -> PathBuf {
         .trim()
         .to_owned();
     PathBuf::from(path)
+}
+
+/// Whether the package's /usr/bin/metrics-exporter starts with the ELF magic.
+fn packs_an_elf_binary(deb: &Path) -> bool {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xOf - ./usr/bin/metrics-exporter | head -c 4")
+        .arg("sh")
+        .arg(deb)
+        .output()
+        .unwrap();
+    out.stdout == b"\x7fELF"
 }
 
 /// Every file below `dir` (none when it does not exist).
@@ -270,6 +289,14 @@ fn prove_package(suite: Suite, unprivileged: bool) {
     let lintian_text = String::from_utf8_lossy(&lintian.stdout).to_string();
     eprintln!("lintian:\n{lintian_text}");
     assert!(lintian.status.success(), "lintian reports errors:\n{lintian_text}");
+    // A warning to lintian, a package that cannot run to us.
+    for deb in [&first, &second] {
+        assert!(
+            packs_an_elf_binary(deb),
+            "{}: /usr/bin/metrics-exporter is not an ELF file",
+            deb.display()
+        );
+    }
     assert!(!lintian_text.lines().any(|l| l.starts_with("E: ")), "{lintian_text}");
 
     // The package's contents.
