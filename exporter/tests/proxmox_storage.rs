@@ -454,6 +454,42 @@ fn local_and_default_content_as_proxmox_reads_storage_cfg() {
     assert_eq!(value(&series, "pve_storage_size_bytes", &local), Some(size));
 }
 
+/// An NFS storage is active only when its own export is mounted at its path, as pve-storage's
+/// `nfs_is_mounted` checks (source `server:export`, type nfs*, mount point): another server's
+/// export mounted there is not this storage, and a statvfs would measure that other export.
+#[test]
+fn an_nfs_storage_counts_only_its_own_export() {
+    let dir = tree();
+    std::fs::create_dir_all(dir.path().join("mnt/pve/nas")).unwrap();
+    let mountinfo = dir.path().join("proc/self/mountinfo");
+    let base = std::fs::read_to_string(&mountinfo).unwrap();
+    let nas = [("storage", "nas"), ("type", "nfs")];
+    let mut collector = StorageCollector::new(&env_at(dir.path()));
+    for (source, active) in [
+        ("192.168.1.51:/export/pve", false),
+        ("192.168.1.50:/export/other", false),
+        ("192.168.1.50:/export/pve", true),
+        ("192.168.1.50:/export/pve/", true),
+    ] {
+        std::fs::write(
+            &mountinfo,
+            format!(
+                "{base}1600 28 0:60 / /mnt/pve/nas rw,relatime shared:700 - nfs4 {source} rw,vers=4.2,addr=192.168.1.50\n"
+            ),
+        )
+        .unwrap();
+        let (snap, result) = collect_with(&mut collector);
+        result.unwrap();
+        let series = series_of(&snap, STORAGE_NAMES);
+        assert_eq!(
+            value(&series, "pve_storage_size_bytes", &nas).is_some(),
+            active,
+            "mounted from {source}"
+        );
+        assert_eq!(value(&series, "pve_storage_info", &[("storage", "nas")]), Some(1.0));
+    }
+}
+
 #[test]
 fn a_truncated_rrd_line_costs_only_its_storage() {
     let dir = tree();

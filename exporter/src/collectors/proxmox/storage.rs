@@ -12,8 +12,10 @@
 //!   path under the file-tree root, with the filesystem collector's hung-mount deadline (2 s;
 //!   a call that got no answer is not repeated until it returns). used = blocks - bfree, as
 //!   Proxmox's `PVE::Tools::df`. Like Proxmox (`status` of the Dir/NFS/CIFS/CephFS plugins), a
-//!   network storage not mounted at its path, or a `dir` with `is_mountpoint` whose mount point
-//!   is not mounted, is inactive: no size series, because a statvfs there would measure the
+//!   network storage not mounted at its path from its own source (`server:export` for nfs,
+//!   `//server/share<subdir>` for cifs, `…:<subdir>` or `ceph-fuse` for cephfs, as the plugins'
+//!   `*_is_mounted` check), or a `dir` with `is_mountpoint` whose mount point is not mounted, is
+//!   inactive: no size series, because a statvfs there would measure the
 //!   filesystem below it. A statvfs that fails or hangs leaves the storage's size series out and
 //!   is reported naming the path; the `.rrd` is *not* used instead, because pvestatd's own value
 //!   for that storage would come from the same hanging statvfs (Proxmox shows it as inactive).
@@ -211,16 +213,43 @@ pub struct SelectedStorage {
     pub source: Source,
 }
 
+/// What must be mounted for a path-based storage to be active, as its pve-storage plugin checks
+/// it (`nfs_is_mounted`, `cifs_is_mounted`, `cephfs_is_mounted`; DirPlugin's `is_mountpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountCheck {
+    pub mount_point: String,
+    /// The filesystem types accepted there (any type when empty).
+    pub fs_types: &'static [&'static str],
+    /// What the mount's source must be; `None`: any source.
+    pub source: Option<MountSource>,
+}
+
+/// The mount source a network storage must be mounted from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// Exactly this, or this with one trailing `/` (`server:export`, `//server/share`).
+    Exactly(String),
+    /// CephFS: a kernel mount whose source ends with `:<subdir>`, or `ceph-fuse`.
+    Ceph { subdir: String },
+}
+
+impl MountSource {
+    fn matches(&self, source: &str) -> bool {
+        match self {
+            MountSource::Exactly(want) => source == want || source.strip_suffix('/') == Some(want.as_str()),
+            MountSource::Ceph { subdir } => {
+                source == "ceph-fuse" || source.strip_suffix(subdir.as_str()).is_some_and(|s| s.ends_with(':'))
+            }
+        }
+    }
+}
+
 /// Where a storage's size comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// statvfs of this path (as in the config; the collector joins it to the file-tree root),
-    /// provided `mounted` is `None` or that mount point carries one of the filesystem types
-    /// (any type when the list is empty).
-    Path {
-        path: String,
-        mounted: Option<(String, &'static [&'static str])>,
-    },
+    /// provided `mounted` is `None` or its check holds.
+    Path { path: String, mounted: Option<MountCheck> },
     /// This node's `.rrd` line.
     Rrd,
     /// A path-based storage without a path: nothing to measure (reported).
@@ -287,15 +316,30 @@ pub fn select_storages(config: &SectionConfig, node: &str) -> (Vec<SelectedStora
                         Source::NoPath
                     }
                     Some(path) => {
+                        let check = |mount_point: &str| MountCheck {
+                            mount_point: mount_point.to_string(),
+                            fs_types,
+                            source: None,
+                        };
                         let mounted = if fs_types.is_empty() {
                             // DirPlugin `parse_is_mountpoint`: a boolean, or the mount point.
                             section.get("is_mountpoint").and_then(|v| match parse_boolean(v) {
-                                Some(true) => Some((path.clone(), *fs_types)),
+                                Some(true) => Some(check(&path)),
                                 Some(false) => None,
-                                None => Some((v.to_string(), *fs_types)),
+                                None => Some(check(v)),
                             })
                         } else {
-                            Some((path.clone(), *fs_types))
+                            let source = mount_source(section);
+                            if source.is_none() && matches!(*kind, "nfs" | "cifs") {
+                                problems.push(format!(
+                                    "line {}: {} storage '{}' lacks {}: its mount is checked by mount point and type only",
+                                    section.line,
+                                    kind,
+                                    section.id,
+                                    if *kind == "nfs" { "server or export" } else { "server or share" }
+                                ));
+                            }
+                            Some(MountCheck { source, ..check(&path) })
                         };
                         Source::Path { path, mounted }
                     }
@@ -327,13 +371,45 @@ fn usable_on(section: &Section, node: &str) -> bool {
     }
 }
 
-/// Whether `mount_point` is mounted with one of `fs_types` (any type when empty).
-fn is_mounted(mounts: &[mountinfo::Mount], mount_point: &str, fs_types: &[&str]) -> bool {
-    let wanted = mount_point.trim_end_matches('/');
+/// The source a network storage's mount must have, as its plugin builds it (an IPv6 server in
+/// brackets); `None` for other types, or when a key it needs is missing.
+fn mount_source(section: &Section) -> Option<MountSource> {
+    let server = || {
+        section
+            .get("server")
+            .map(|server| match server.parse::<std::net::Ipv6Addr>() {
+                Ok(_) => format!("[{server}]"),
+                Err(_) => server.to_string(),
+            })
+    };
+    match section.section_type.as_str() {
+        "nfs" => Some(MountSource::Exactly(format!(
+            "{}:{}",
+            server()?,
+            section.get("export")?
+        ))),
+        "cifs" => Some(MountSource::Exactly(format!(
+            "//{}/{}{}",
+            server()?,
+            section.get("share")?,
+            section.get("subdir").unwrap_or_default()
+        ))),
+        "cephfs" => Some(MountSource::Ceph {
+            subdir: section.get("subdir").unwrap_or("/").to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the check's mount point is mounted with one of its filesystem types and its source.
+fn is_mounted(mounts: &[mountinfo::Mount], check: &MountCheck) -> bool {
+    let wanted = check.mount_point.trim_end_matches('/');
     let wanted = if wanted.is_empty() { "/" } else { wanted };
-    mounts
-        .iter()
-        .any(|m| m.mount_point == wanted && (fs_types.is_empty() || fs_types.contains(&m.fs_type.as_str())))
+    mounts.iter().any(|m| {
+        m.mount_point == wanted
+            && (check.fs_types.is_empty() || check.fs_types.contains(&m.fs_type.as_str()))
+            && check.source.as_ref().is_none_or(|source| source.matches(&m.source))
+    })
 }
 
 /// The `storage` collector.
@@ -403,7 +479,7 @@ impl Collector for StorageCollector {
                 Source::Rrd => rrd_wanted = true,
                 Source::NoPath => {}
                 Source::Path { path, mounted } => {
-                    if let Some((mount_point, fs_types)) = mounted {
+                    if let Some(check) = mounted {
                         if mounts.is_none() {
                             match crate::error::read_parsed(&self.mountinfo, mountinfo::parse) {
                                 Ok(list) => mounts = Some(list),
@@ -413,8 +489,8 @@ impl Collector for StorageCollector {
                                 }
                             }
                         }
-                        if !is_mounted(mounts.as_deref().unwrap_or_default(), mount_point, fs_types) {
-                            tracing::debug!(storage = %storage.id, mount_point, "storage not mounted: inactive, no size");
+                        if !is_mounted(mounts.as_deref().unwrap_or_default(), check) {
+                            tracing::debug!(storage = %storage.id, mount_point = %check.mount_point, "storage not mounted: inactive, no size");
                             continue;
                         }
                     }
@@ -508,7 +584,9 @@ mod tests {
     fn sources_shared_and_default_paths() {
         let text = "dir: local\n\tpath /var/lib/vz\n\tcontent iso\n\n\
                     nfs: nas\n\tserver 10.0.0.1\n\texport /x\n\n\
-                    cifs: smb\n\tpath /srv/smb\n\n\
+                    cifs: smb\n\tpath /srv/smb\n\tserver fd00::5\n\tshare pve\n\tsubdir /ct\n\n\
+                    cifs: smb-broken\n\tpath /srv/smb2\n\n\
+                    cephfs: cfs\n\n\
                     dir: usb\n\tpath /mnt/usb\n\tis_mountpoint yes\n\tshared 1\n\n\
                     dir: other\n\tpath /data\n\tis_mountpoint /data/mnt\n\n\
                     btrfs: broken\n\n\
@@ -528,7 +606,11 @@ mod tests {
             by_id("nas").source,
             Source::Path {
                 path: "/mnt/pve/nas".into(),
-                mounted: Some(("/mnt/pve/nas".into(), &["nfs", "nfs4"]))
+                mounted: Some(MountCheck {
+                    mount_point: "/mnt/pve/nas".into(),
+                    fs_types: &["nfs", "nfs4"],
+                    source: Some(MountSource::Exactly("10.0.0.1:/x".into())),
+                })
             }
         );
         assert!(by_id("nas").shared, "nfs is shared by nature");
@@ -543,14 +625,22 @@ mod tests {
             by_id("smb").source,
             Source::Path {
                 path: "/srv/smb".into(),
-                mounted: Some(("/srv/smb".into(), &["cifs", "smb3"]))
+                mounted: Some(MountCheck {
+                    mount_point: "/srv/smb".into(),
+                    fs_types: &["cifs", "smb3"],
+                    source: Some(MountSource::Exactly("//[fd00::5]/pve/ct".into())),
+                })
             }
         );
         assert_eq!(
             by_id("usb").source,
             Source::Path {
                 path: "/mnt/usb".into(),
-                mounted: Some(("/mnt/usb".into(), &[]))
+                mounted: Some(MountCheck {
+                    mount_point: "/mnt/usb".into(),
+                    fs_types: &[],
+                    source: None,
+                })
             }
         );
         assert!(by_id("usb").shared);
@@ -558,14 +648,33 @@ mod tests {
             by_id("other").source,
             Source::Path {
                 path: "/data".into(),
-                mounted: Some(("/data/mnt".into(), &[]))
+                mounted: Some(MountCheck {
+                    mount_point: "/data/mnt".into(),
+                    fs_types: &[],
+                    source: None,
+                })
             }
         );
         assert_eq!(by_id("broken").source, Source::NoPath);
         assert_eq!(by_id("ceph").source, Source::Rrd);
         assert!(by_id("ceph").shared);
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("'broken' has no path"), "{problems:?}");
+        assert_eq!(
+            by_id("cfs").source,
+            Source::Path {
+                path: "/mnt/pve/cfs".into(),
+                mounted: Some(MountCheck {
+                    mount_point: "/mnt/pve/cfs".into(),
+                    fs_types: &["ceph", "fuse.ceph-fuse"],
+                    source: Some(MountSource::Ceph { subdir: "/".into() }),
+                })
+            }
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("'smb-broken' lacks server or share"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("'broken' has no path"), "{problems:?}");
     }
 
     /// pve-storage `parse_config`: `local` is always `dir` at /var/lib/vz, first, on every node.
@@ -671,21 +780,50 @@ mod tests {
 
     #[test]
     fn mount_checks() {
-        let mount = |mp: &str, fs: &str| mountinfo::Mount {
+        let mount = |mp: &str, fs: &str, source: &str| mountinfo::Mount {
             mount_id: 1,
             parent_id: 0,
             device_number: "0:1".into(),
             root: "/".into(),
             mount_point: mp.into(),
             fs_type: fs.into(),
-            source: "x".into(),
+            source: source.into(),
             super_options: "rw".into(),
         };
-        let mounts = [mount("/", "ext4"), mount("/mnt/pve/nas", "nfs4")];
-        assert!(is_mounted(&mounts, "/mnt/pve/nas", &["nfs", "nfs4"]));
-        assert!(is_mounted(&mounts, "/mnt/pve/nas/", &["nfs", "nfs4"]));
-        assert!(!is_mounted(&mounts, "/mnt/pve/nas", &["cifs"]));
-        assert!(!is_mounted(&mounts, "/mnt/pve/other", &[]));
-        assert!(is_mounted(&mounts, "/", &[]));
+        let check = |mp: &str, fs_types: &'static [&'static str], source: Option<MountSource>| MountCheck {
+            mount_point: mp.into(),
+            fs_types,
+            source,
+        };
+        let nfs = |source: &str| Some(MountSource::Exactly(source.into()));
+        let mounts = [
+            mount("/", "ext4", "/dev/sda1"),
+            mount("/mnt/pve/nas", "nfs4", "10.0.0.1:/export/pve/"),
+            mount("/mnt/pve/cfs", "ceph", "10.0.0.7,10.0.0.8:/"),
+            mount("/mnt/pve/fuse", "fuse.ceph-fuse", "ceph-fuse"),
+        ];
+        let nas = &["nfs", "nfs4"];
+        assert!(is_mounted(
+            &mounts,
+            &check("/mnt/pve/nas", nas, nfs("10.0.0.1:/export/pve"))
+        ));
+        assert!(is_mounted(&mounts, &check("/mnt/pve/nas/", nas, None)));
+        // Another server or export at the path is not this storage (Proxmox: inactive).
+        assert!(!is_mounted(
+            &mounts,
+            &check("/mnt/pve/nas", nas, nfs("10.0.0.2:/export/pve"))
+        ));
+        assert!(!is_mounted(
+            &mounts,
+            &check("/mnt/pve/nas", nas, nfs("10.0.0.1:/export"))
+        ));
+        assert!(!is_mounted(&mounts, &check("/mnt/pve/nas", &["cifs"], None)));
+        assert!(!is_mounted(&mounts, &check("/mnt/pve/other", &[], None)));
+        assert!(is_mounted(&mounts, &check("/", &[], None)));
+        let ceph = |subdir: &str| Some(MountSource::Ceph { subdir: subdir.into() });
+        let ceph_types = &["ceph", "fuse.ceph-fuse"];
+        assert!(is_mounted(&mounts, &check("/mnt/pve/cfs", ceph_types, ceph("/"))));
+        assert!(!is_mounted(&mounts, &check("/mnt/pve/cfs", ceph_types, ceph("/vm"))));
+        assert!(is_mounted(&mounts, &check("/mnt/pve/fuse", ceph_types, ceph("/vm"))));
     }
 }
