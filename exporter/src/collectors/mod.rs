@@ -27,7 +27,8 @@ pub trait Collector: Send {
     }
 }
 
-/// What every collector may need to know, fixed at start.
+/// What every collector may need to know, fixed at start, and the one scan collectors share
+/// ([`Environment::local_configs`]).
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub platform: crate::platform::Platform,
