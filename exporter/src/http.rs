@@ -498,7 +498,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: Limits, shutdow
 /// [`serve`] with `WEB_CONFIG_FILE` in force: when it configures TLS, each connection is a TLS
 /// handshake (bounded by `limits.header_read_timeout`) after its first byte, with the
 /// configuration in force at that moment; a plain HTTP request on the port gets a 400 saying
-/// so and is closed. Basic auth and headers apply per request ([`handle`]).
+/// so and is closed. Basic auth and headers apply per request (`handle`).
 pub async fn serve_with(
     listener: TcpListener,
     app: Arc<App>,

@@ -352,13 +352,13 @@ impl EbpfInputs {
     }
 }
 
-/// The `CapEff:` mask of a /proc/<pid>/status text.
+/// The `CapEff:` mask of a `/proc/<pid>/status` text.
 pub fn parse_effective_capabilities(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Whether a /proc/<pid>/uid_map text is that of a user namespace below the initial one
+/// Whether a `/proc/<pid>/uid_map` text is that of a user namespace below the initial one
 /// (the initial namespace maps the whole range: `0 0 4294967295`).
 pub fn is_nested_user_namespace(uid_map: &str) -> bool {
     let fields: Vec<&str> = uid_map.split_whitespace().collect();
@@ -395,7 +395,7 @@ impl EbpfPlan {
 }
 
 /// Judges, from configuration and capabilities alone, whether the service would load the
-/// programs. It mirrors [`start_ebpf`] and [`ebpf::start`]; what it cannot know without
+/// programs. It mirrors `start_ebpf` and [`ebpf::start`]; what it cannot know without
 /// loading (the verifier's verdict, a seccomp filter, `kernel.unprivileged_bpf_disabled` for
 /// a process without capabilities) is said in the reason.
 pub fn plan_ebpf(inputs: &EbpfInputs) -> EbpfPlan {

@@ -4,7 +4,7 @@
 //! verifier checks against BTF (a `tp_btf` program): `se.sum_exec_runtime` (the task's CPU
 //! time, the same nanoseconds cpu.stat sums), `se.prev_sum_exec_runtime` (its value when the
 //! fair class last picked the task: the start of its slice) and `sched_info.run_delay` (its
-//! cumulative run-queue wait, /proc/<pid>/schedstat's second field). Rust has no CO-RE relocations, so
+//! cumulative run-queue wait, `/proc/<pid>/schedstat`'s second field). Rust has no CO-RE relocations, so
 //! userspace finds the offsets here and passes them as read-only globals at load.
 //!
 //! Format: <https://www.kernel.org/doc/html/v6.18/bpf/btf.html>. Only what is needed is

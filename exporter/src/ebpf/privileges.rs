@@ -12,7 +12,7 @@
 //! programs are attached once at the cgroup2 root, not per guest). So the process makes no
 //! bpf() call after start-up, which matters before Linux 6.5: there every bpf() command, even a
 //! lookup on a held descriptor, needs CAP_BPF while `kernel.unprivileged_bpf_disabled` is set.
-//! Everything else it reads (/proc/<pid>/{stat,cgroup,net/dev} of any user's process, cgroupfs,
+//! Everything else it reads (`/proc/<pid>/{stat,cgroup,net/dev}` of any user's process, cgroupfs,
 //! sysfs, /etc/pve through the www-data group) is readable without a capability.
 //!
 //! The order matters: the bounding set can only be shrunk while CAP_SETPCAP is effective (a

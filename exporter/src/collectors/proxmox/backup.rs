@@ -85,7 +85,7 @@ pub static BACKUP_COVERED: MetricDesc = backup(
     Unit::Count("1"),
 );
 
-/// Every metric of this collector, in the order of [`Families`].
+/// Every metric of this collector, in the order of the collector's sample families.
 pub static BACKUP_METRICS: &[&MetricDesc] = &[
     &BACKUP_LAST_SUCCESS,
     &BACKUP_LAST_ATTEMPT,

@@ -34,7 +34,7 @@
 //! `pve_guest_snapshot_oldest_timestamp_seconds`.
 //!
 //! Cost: descriptors are kept open per guest and read with `pread` at offset 0 (see
-//! [`super::files`]); the subtree of a guest is walked again only when the shape `cgroup.stat`
+//! `files.rs`); the subtree of a guest is walked again only when the shape `cgroup.stat`
 //! describes (`nr_descendants`, `nr_subsys_*`) changes or one of its cgroups disappears.
 //!
 //! Missing is not zero: a stopped guest has its info series only; a file the layout or kernel

@@ -4,7 +4,7 @@
 //!
 //! Reads the two directory listings and a `stat` of every config on each scan; a config is
 //! read and parsed again only when its inode, size or mtime changed. Produces a map from guest
-//! to parsed config ([`ConfigEntry`]) and the problems met on the way.
+//! to parsed config (`ConfigEntry`) and the problems met on the way.
 //!
 //! Why shared: with 1000 guests the scan is about 3 ms of the 70 ms a collection costs, and
 //! a second collector repeating it in the same collection doubled that. Collectors run one

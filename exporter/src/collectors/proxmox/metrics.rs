@@ -16,7 +16,7 @@ macro_rules! metrics {
     ($( $(#[$doc:meta])* $id:ident = $desc:expr; )*) => {
         $( $(#[$doc])* pub static $id: MetricDesc = $desc; )*
 
-        /// Every per-guest metric, indexed by [`Id`].
+        /// Every per-guest metric, indexed by `Id`.
         pub static GUEST_METRICS: &[&MetricDesc] = &[$( &$id ),*];
 
         /// Index of a per-guest metric in [`GUEST_METRICS`].
