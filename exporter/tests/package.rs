@@ -533,9 +533,21 @@ fn prove_package(suite: Suite, unprivileged: bool) {
 /// this test loaded the programs there (6 of them, capabilities dropped) and served 0 forks,
 /// execs and exits for a busy guest. So the exporter now refuses them in a cgroup namespace:
 /// with EBPF=auto the unit runs, says why, serves the guest from cgroupfs and keeps no
-/// capability on any thread; with EBPF=on it does not start, and its journal says why.
+/// capability on any thread; with EBPF=on it does not start, and its journal says why. The unit
+/// adds no cgroup namespace of its own (its process shares PID 1's), under systemd 252 and 257
+/// alike: on a Proxmox host (PVE 8 on bookworm, PVE 9 on trixie) it sees the host's.
 #[test]
 fn ebpf_unit_under_systemd_in_a_cgroup_namespace() {
+    prove_ebpf_unit(Suite::Bookworm);
+}
+
+/// Debian 13 (systemd 257, which gave ProtectControlGroups= its `private` and `strict` values).
+#[test]
+fn ebpf_unit_under_trixie_systemd_in_a_cgroup_namespace() {
+    prove_ebpf_unit(Suite::Trixie);
+}
+
+fn prove_ebpf_unit(suite: Suite) {
     let why = guest_rig::rig::unavailable();
     if !require(
         &format!("root and the rig's tools ({})", why.clone().unwrap_or_default()),
@@ -547,8 +559,12 @@ fn ebpf_unit_under_systemd_in_a_cgroup_namespace() {
     let out = tempfile::tempdir().unwrap();
     let deb = build_package(out.path(), None);
     let file_name = deb.file_name().unwrap().to_string_lossy().into_owned();
-    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!("package-{}-ebpf-unit", std::process::id()));
-    let ct = SystemdContainer::up(&dir, Suite::Bookworm, 512, false).expect("the Debian systemd container comes up");
+    let dir = PathBuf::from(guest_rig::rig::RIG_ROOT).join(format!(
+        "package-{}-ebpf-unit-{}",
+        std::process::id(),
+        suite.codename()
+    ));
+    let ct = SystemdContainer::up(&dir, suite, 512, false).expect("the Debian systemd container comes up");
     ct.copy_in(&deb, &format!("/root/{file_name}")).unwrap();
     apt(&ct, &["install", &format!("/root/{file_name}")]);
     ct.attach(&["systemctl", "disable", "--now", "metrics-exporter.service"])
@@ -598,6 +614,17 @@ fn ebpf_unit_under_systemd_in_a_cgroup_namespace() {
         "the guest from cgroupfs"
     );
     let pid = main_pid(&ct, unit);
+    let namespace = |pid: &str| {
+        ct.attach(&["readlink", &format!("/proc/{pid}/ns/cgroup")])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        namespace(&pid),
+        namespace("1"),
+        "the unit made a cgroup namespace of its own"
+    );
     let tasks = ct.attach(&["ls", &format!("/proc/{pid}/task")]).unwrap();
     let tids: Vec<&str> = tasks.split_whitespace().collect();
     assert!(tids.len() > 1, "threads: {tasks}");
