@@ -246,6 +246,79 @@ fn backup_takes_the_config_scan_guests_made_in_the_same_collection() {
     assert_eq!(covered_150(&series), Some(1.0));
 }
 
+/// Proxmox gives a destroyed guest's vmid to the next new guest. A VM that took the number of a
+/// container backed up before is not served the container's results; its own backup is. Before
+/// results carried the type their Starting line names, the VM showed the container's success.
+#[test]
+fn a_reused_vmid_does_not_inherit_the_other_guest_types_backups() {
+    let (_dir, root) = copy();
+    let mut c = collector(&root);
+    // The fixture's traps fail the first collection only.
+    assert!(collect(&mut c).1.is_err());
+    let start = 0x6750_9000u64;
+    let upid = task(
+        &root,
+        0x9000,
+        start,
+        "150",
+        "INFO: Starting Backup of VM 150 (lxc)\nINFO: Finished Backup of VM 150 (00:00:07)\nTASK OK\n",
+    );
+    append(&tasks(&root).join("index"), &format!("{upid} {:08X} OK\n", start + 8));
+    let success = |series: &[Series], kind: &str| {
+        value(
+            series,
+            SUCCESS,
+            &[("container_id", "150"), ("host_name", "reused"), ("type", kind)],
+        )
+    };
+    let pve = root.join("etc/pve");
+    std::fs::write(pve.join("lxc/150.conf"), "hostname: reused\n").unwrap();
+    let (series, result) = collect(&mut c);
+    result.unwrap();
+    assert_eq!(success(&series, "lxc"), Some((start + 8) as f64));
+
+    // The container is destroyed and a VM gets 150.
+    std::fs::remove_file(pve.join("lxc/150.conf")).unwrap();
+    std::fs::write(pve.join("qemu-server/150.conf"), "name: reused\n").unwrap();
+    let (series, result) = collect(&mut c);
+    result.unwrap();
+    for family in FAMILIES.iter().filter(|f| **f != COVERED) {
+        assert!(
+            !series.iter().any(|s| s.0 == *family && s.1["container_id"] == "150"),
+            "{family} of the container served for the VM"
+        );
+    }
+    // The job backup-nightly (`all 1`, `exclude 101,102,103`) covers the VM all the same.
+    assert_eq!(
+        value(&series, COVERED, &[("container_id", "150"), ("type", "qemu")]),
+        Some(1.0)
+    );
+
+    // The VM's own backup fails: that is its record.
+    let start = 0x6750_A000u64;
+    let upid = task(
+        &root,
+        0xA000,
+        start,
+        "150",
+        "INFO: Starting Backup of VM 150 (qemu)\nERROR: Backup of VM 150 failed - no space left\nTASK ERROR: job errors\n",
+    );
+    append(
+        &tasks(&root).join("index"),
+        &format!("{upid} {:08X} job errors\n", start + 5),
+    );
+    let (series, result) = collect(&mut c);
+    result.unwrap();
+    let id = [("container_id", "150"), ("host_name", "reused"), ("type", "qemu")];
+    assert_eq!(value(&series, ATTEMPT, &id), Some((start + 5) as f64));
+    assert_eq!(value(&series, FAILED, &id), Some(1.0));
+    assert_eq!(
+        success(&series, "qemu"),
+        None,
+        "the container's success is not the VM's"
+    );
+}
+
 #[test]
 fn a_task_log_without_a_task_line_is_named_and_its_guest_lines_used() {
     let (_dir, root) = copy();

@@ -2,7 +2,8 @@
 //! Proxmox's task files: lines of `/var/log/pve/tasks/index` and `active`, and a vzdump task
 //! log (parse::pve_tasks). Beyond not panicking: a decoded UPID encodes back to its text (up to
 //! the case of its hex digits) and names a log inside the tasks directory; a log's guests are
-//! distinct valid vmids; a TASK status is only found on the last line.
+//! distinct valid vmids, each of the type its Starting line names, if any; a TASK status is
+//! only found on the last line.
 
 #[path = "common.rs"]
 mod common;
@@ -41,9 +42,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let log = pve_tasks::parse_vzdump_log(text);
     let mut vmids: Vec<u32> = log.guests.iter().map(|g| g.vmid).collect();
-    for vmid in &vmids {
+    for (vmid, guest) in vmids.iter().zip(&log.guests) {
         assert!((100..=999_999_999).contains(vmid));
         assert!(text.contains(&format!("Backup of VM {vmid}")));
+        if let Some(kind) = guest.guest_type {
+            let started = format!("INFO: Starting Backup of VM {vmid} ({})", kind.as_str());
+            assert!(text.contains(&started), "a type no Starting line names");
+        }
     }
     vmids.sort_unstable();
     vmids.dedup();

@@ -25,6 +25,7 @@
 //!   ends the log with `TASK OK`, `TASK WARNINGS: N` or `TASK ERROR: <text>` (`job errors`
 //!   when any guest failed).
 
+use super::pve::GuestType;
 use crate::error::ParseError;
 
 /// A decoded UPID. Borrowed from the text it was parsed from.
@@ -232,6 +233,11 @@ pub enum GuestOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestBackup {
     pub vmid: u32,
+    /// The guest's type as its Starting line names it; `None` when the log has no Starting
+    /// line for it (it failed before it started) or names a type we do not know. A vmid freed
+    /// by a destroyed guest is handed to the next new one, so the type is what tells a new VM
+    /// from the container that had its number before.
+    pub guest_type: Option<GuestType>,
     pub outcome: GuestOutcome,
 }
 
@@ -309,9 +315,19 @@ fn task_line(line: &str) -> Option<TaskStatus<'_>> {
 /// ended task without them means.
 pub fn parse_vzdump_log(text: &str) -> VzdumpLog {
     let mut guests: Vec<GuestBackup> = Vec::new();
-    let mut record = |vmid: u32, outcome: GuestOutcome| match guests.iter_mut().find(|g| g.vmid == vmid) {
-        Some(g) => g.outcome = outcome,
-        None => guests.push(GuestBackup { vmid, outcome }),
+    let mut record = |vmid: u32, guest_type: Option<GuestType>, outcome: GuestOutcome| match guests
+        .iter_mut()
+        .find(|g| g.vmid == vmid)
+    {
+        Some(g) => {
+            g.outcome = outcome;
+            g.guest_type = guest_type.or(g.guest_type);
+        }
+        None => guests.push(GuestBackup {
+            vmid,
+            guest_type,
+            outcome,
+        }),
     };
     let mut last = "";
     for line in super::lines(text) {
@@ -321,11 +337,15 @@ pub fn parse_vzdump_log(text: &str) -> VzdumpLog {
         if let Some(rest) = line.strip_prefix("INFO: Starting Backup of VM ") {
             // `<vmid> (<type>)`
             if let Some((vmid, kind)) = rest.split_once(' ')
-                && kind.starts_with('(')
-                && kind.ends_with(')')
+                && let Some(kind) = kind.strip_prefix('(').and_then(|k| k.strip_suffix(')'))
                 && let Some(vmid) = parse_vmid(vmid)
             {
-                record(vmid, GuestOutcome::Unfinished);
+                let guest_type = match kind {
+                    "lxc" => Some(GuestType::Lxc),
+                    "qemu" => Some(GuestType::Qemu),
+                    _ => None,
+                };
+                record(vmid, guest_type, GuestOutcome::Unfinished);
             }
         } else if let Some(rest) = line.strip_prefix("INFO: Finished Backup of VM ") {
             // `<vmid> (HH:MM:SS)`
@@ -333,14 +353,14 @@ pub fn parse_vzdump_log(text: &str) -> VzdumpLog {
                 && let Some(time) = time.strip_prefix('(').and_then(|t| t.strip_suffix(')'))
                 && let (Some(vmid), Some(seconds)) = (parse_vmid(vmid), parse_duration(time))
             {
-                record(vmid, GuestOutcome::Finished { seconds });
+                record(vmid, None, GuestOutcome::Finished { seconds });
             }
         } else if let Some(rest) = line.strip_prefix("ERROR: Backup of VM ")
             && let Some((vmid, why)) = rest.split_once(' ')
             && why.starts_with("failed")
             && let Some(vmid) = parse_vmid(vmid)
         {
-            record(vmid, GuestOutcome::Failed);
+            record(vmid, None, GuestOutcome::Failed);
         }
     }
     VzdumpLog {
@@ -472,24 +492,29 @@ mod tests {
             vec![
                 GuestBackup {
                     vmid: 101,
+                    guest_type: Some(GuestType::Lxc),
                     outcome: GuestOutcome::Finished { seconds: 85 }
                 },
                 GuestBackup {
                     vmid: 102,
+                    guest_type: Some(GuestType::Lxc),
                     outcome: GuestOutcome::Failed
                 },
                 GuestBackup {
                     vmid: 105,
+                    guest_type: None,
                     outcome: GuestOutcome::Failed
                 },
                 GuestBackup {
                     vmid: 200,
+                    guest_type: Some(GuestType::Qemu),
                     outcome: GuestOutcome::Finished {
                         seconds: 101 * 3600 + 2 * 60 + 3
                     }
                 },
                 GuestBackup {
                     vmid: 201,
+                    guest_type: Some(GuestType::Qemu),
                     outcome: GuestOutcome::Unfinished
                 },
             ]
@@ -507,6 +532,10 @@ mod tests {
         let odd = "INFO: Finished Backup of VM 101 (1:2:3)\nINFO: Finished Backup of VM 99 (00:00:01)\n\
                    INFO: Starting Backup of VM 101\nERROR: Backup of VM 0101 failed - x\n";
         assert!(parse_vzdump_log(odd).guests.is_empty());
+        // A type we do not know is still a started backup, of no known type.
+        let log = parse_vzdump_log("INFO: Starting Backup of VM 300 (openvz)\n");
+        assert_eq!(log.guests[0].guest_type, None);
+        assert_eq!(log.guests[0].outcome, GuestOutcome::Unfinished);
     }
 
     #[test]

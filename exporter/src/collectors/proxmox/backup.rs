@@ -31,7 +31,9 @@
 //! started, or the log is gone) is that guest's attempt with the task's status. Times are the
 //! task's end time from the index (the task log's own timestamps are local time without a
 //! zone). Results are kept per vmid since the exporter started, from what `index` and
-//! `index.1` still hold then; a guest no finished task names has no `last_*` series.
+//! `index.1` still hold then; a guest no finished task names has no `last_*` series. A result
+//! whose Starting line names the other guest type (`lxc`, `qemu`) belongs to the guest that had
+//! the vmid before (Proxmox reuses a destroyed guest's number) and is not served for this one.
 //!
 //! Errors, each naming its file: an index line that is not one Proxmox writes (it is skipped,
 //! as Proxmox's own task list skips it), a task log that ends without a TASK line (its
@@ -51,7 +53,7 @@ use super::metrics::GUEST_LABELS;
 use crate::collectors::{Collector, Environment};
 use crate::error::CollectError;
 use crate::model::{Kind, LabelValue, MetricDesc, Sample, SnapshotBuilder, Unit, Value};
-use crate::parse::pve;
+use crate::parse::pve::{self, GuestType};
 use crate::parse::pve_jobs::{self, Jobs, Pools};
 use crate::parse::pve_tasks::{self, GuestOutcome, TaskEnd, TaskStatus, Upid};
 
@@ -101,10 +103,19 @@ type Instant = (u64, u64);
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct GuestRecord {
     /// The last attempt: when, and whether it failed.
-    attempt: Option<(Instant, bool)>,
+    attempt: Option<(Instant, bool, Option<GuestType>)>,
     /// The last success: when, and how long it took (absent for a single-guest task whose log
     /// is gone).
-    success: Option<(Instant, Option<u64>)>,
+    success: Option<(Instant, Option<u64>, Option<GuestType>)>,
+}
+
+/// Whether a result recorded for a guest of `recorded` type belongs to the guest `key` now
+/// names. Proxmox hands a destroyed guest's vmid to the next new guest, so a VM may hold the
+/// number of a container whose backups are still on record: those are not the VM's. A result
+/// of no known type (an index line whose log is gone, a guest that failed before it started)
+/// is taken as the current guest's.
+fn same_guest(recorded: Option<GuestType>, key: Key) -> bool {
+    recorded.is_none_or(|t| t == key.0)
 }
 
 /// Where the reading of the task archive stands: the file being followed (by device and
@@ -398,7 +409,7 @@ impl BackupCollector {
         let path = self.tasks_dir.join(upid.log_path());
         // Per vmid: `Some(duration)` for a success (the duration when a Finished line gave it),
         // `None` for a failure.
-        let mut outcomes: Vec<(u32, Option<Option<u64>>)> = Vec::new();
+        let mut outcomes: Vec<(u32, Option<GuestType>, Option<Option<u64>>)> = Vec::new();
         match std::fs::read(&path) {
             Ok(bytes) => {
                 self.logs_parsed += 1;
@@ -418,7 +429,7 @@ impl BackupCollector {
                         GuestOutcome::Finished { seconds } => Some(Some(seconds)),
                         GuestOutcome::Failed | GuestOutcome::Unfinished => None,
                     };
-                    (g.vmid, success)
+                    (g.vmid, g.guest_type, success)
                 }));
             }
             // Removed by pveupdate's cleanup or by hand: the index line is all there is.
@@ -430,17 +441,17 @@ impl BackupCollector {
             && let Some(status) = end.status
         {
             // A success without a Finished line has no duration.
-            outcomes.push((vmid, (!status.is_error()).then_some(None)));
+            outcomes.push((vmid, None, (!status.is_error()).then_some(None)));
         }
-        for (vmid, success) in outcomes {
+        for (vmid, guest_type, success) in outcomes {
             let record = self.records.entry(vmid).or_default();
-            if record.attempt.is_none_or(|(when, _)| when <= at) {
-                record.attempt = Some((at, success.is_none()));
+            if record.attempt.is_none_or(|(when, _, _)| when <= at) {
+                record.attempt = Some((at, success.is_none(), guest_type));
             }
             if let Some(seconds) = success
-                && record.success.is_none_or(|(when, _)| when <= at)
+                && record.success.is_none_or(|(when, _, _)| when <= at)
             {
-                record.success = Some((at, seconds));
+                record.success = Some((at, seconds, guest_type));
             }
         }
     }
@@ -546,13 +557,17 @@ impl Collector for BackupCollector {
                 })
             };
             if let Some(record) = self.records.get(&key.1) {
-                if let Some(((end, _), seconds)) = record.success {
+                if let Some(((end, _), seconds, recorded)) = record.success
+                    && same_guest(recorded, key)
+                {
                     push(0, end as f64);
                     if let Some(seconds) = seconds {
                         push(3, seconds as f64);
                     }
                 }
-                if let Some(((end, _), failed)) = record.attempt {
+                if let Some(((end, _), failed, recorded)) = record.attempt
+                    && same_guest(recorded, key)
+                {
                     push(1, end as f64);
                     push(2, if failed { 1.0 } else { 0.0 });
                 }
