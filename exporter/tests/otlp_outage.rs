@@ -141,7 +141,11 @@ async fn otlp_retries_through_unavailable() {
     let receiver = Receiver::start_on("127.0.0.1:0".parse().unwrap(), vec![Code::Unavailable; 3]).await;
     let exporter = Running::start(config(&receiver.endpoint(), |_| {}));
     exporter.publish(1);
-    eventually("delivered after retries", || receiver.received().len() == 1).await;
+    // The receiver holds the batch before the exporter has read its answer: wait for both.
+    eventually("delivered after retries, and the exporter knows it", || {
+        receiver.received().len() == 1 && exporter.health.status().exports_success > 0
+    })
+    .await;
     let status = exporter.health.status();
     assert_eq!(receiver.calls(), 4);
     assert_eq!(
