@@ -247,8 +247,10 @@ fn backup_takes_the_config_scan_guests_made_in_the_same_collection() {
 }
 
 /// Proxmox gives a destroyed guest's vmid to the next new guest. A VM that took the number of a
-/// container backed up before is not served the container's results; its own backup is. Before
-/// results carried the type their Starting line names, the VM showed the container's success.
+/// container backed up before is not served the container's results, nor a VM the results of
+/// the VM that had the number before it was created (`meta: ctime`); its own backup is. Before
+/// results carried their guest's type and were held against the VM's creation time, each new
+/// guest showed the old one's results.
 #[test]
 fn a_reused_vmid_does_not_inherit_the_other_guest_types_backups() {
     let (_dir, root) = copy();
@@ -317,6 +319,38 @@ fn a_reused_vmid_does_not_inherit_the_other_guest_types_backups() {
         None,
         "the container's success is not the VM's"
     );
+
+    // That VM is destroyed too and a new one gets 150. qemu-server wrote its creation time in
+    // `meta:`: the old VM's failure ended before it and is not the new VM's.
+    let created = 0x6750_B000u64;
+    std::fs::write(
+        pve.join("qemu-server/150.conf"),
+        format!("meta: creation-qemu=9.0.2,ctime={created}\nname: reused\n"),
+    )
+    .unwrap();
+    let (series, result) = collect(&mut c);
+    result.unwrap();
+    for family in FAMILIES.iter().filter(|f| **f != COVERED) {
+        assert!(
+            !series.iter().any(|s| s.0 == *family && s.1["container_id"] == "150"),
+            "{family} of the VM destroyed before served for the new one"
+        );
+    }
+    // Its own first backup is its record.
+    let start = created + 0x100;
+    let upid = task(
+        &root,
+        0xB100,
+        start,
+        "150",
+        "INFO: Starting Backup of VM 150 (qemu)\nINFO: Finished Backup of VM 150 (00:00:30)\nTASK OK\n",
+    );
+    append(&tasks(&root).join("index"), &format!("{upid} {:08X} OK\n", start + 31));
+    let (series, result) = collect(&mut c);
+    result.unwrap();
+    assert_eq!(success(&series, "qemu"), Some((start + 31) as f64));
+    assert_eq!(value(&series, FAILED, &id), Some(0.0));
+    assert_eq!(value(&series, DURATION, &id), Some(30.0));
 }
 
 #[test]

@@ -28,5 +28,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert!(config.lock.as_deref() != Some(""));
+        // A creation time only from a VM's `meta:` line.
+        assert!(config.created.is_none() || (kind == GuestType::Qemu && text.contains("ctime=")));
     }
 });

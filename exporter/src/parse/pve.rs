@@ -83,6 +83,11 @@ pub struct GuestConfig {
     /// `template:`, with the same default (0) and the same `None` for a value that is not a
     /// boolean.
     pub template: Option<bool>,
+    /// The `ctime` of a VM's `meta:` line (`creation-qemu=<version>,ctime=<epoch>`): when
+    /// qemu-server created the VM (it writes the line at creation since Proxmox VE 7; container
+    /// configs have none). `None` without it, or when it is not an integer (the line is then in
+    /// `ignored_lines`).
+    pub created: Option<u64>,
     /// `parent:`: the snapshot the current state was taken after (the newest snapshot of the
     /// branch the guest runs on).
     pub parent: Option<String>,
@@ -342,6 +347,14 @@ pub fn parse_guest_config(text: &str, kind: GuestType) -> GuestConfig {
             "memory" => config.memory_mib = value.parse().ok(),
             "lock" => config.lock = Some(value.to_owned()).filter(|v| !v.is_empty()),
             "parent" => config.parent = Some(value.to_owned()).filter(|v| !v.is_empty()),
+            "meta" if kind == GuestType::Qemu => {
+                // A property string; qemu-server's schema: ctime an integer, minimum 0.
+                let ctime = value.split(',').find_map(|part| part.trim().strip_prefix("ctime="));
+                config.created = ctime.and_then(|t| t.parse::<u64>().ok());
+                if ctime.is_some() && config.created.is_none() {
+                    config.ignored_lines.push(line.to_owned());
+                }
+            }
             "onboot" | "template" => {
                 let parsed = parse_boolean(value);
                 if parsed.is_none() {
@@ -835,6 +848,30 @@ mod tests {
         assert_eq!((c.onboot, c.template), (Some(false), Some(false)));
         let c = parse_guest_config("lock: suspended\n", GuestType::Qemu);
         assert_eq!(c.lock.as_deref(), Some("suspended"));
+    }
+
+    #[test]
+    fn a_vms_creation_time_from_its_meta_line() {
+        let c = parse_guest_config("meta: creation-qemu=9.0.2,ctime=1727000000\nname: a\n", GuestType::Qemu);
+        assert_eq!(c.created, Some(1_727_000_000));
+        // Either order; the main section's line, not a snapshot's.
+        let c = parse_guest_config(
+            "meta: ctime=1700000000,creation-qemu=8.1.5\n\n[s1]\nmeta: ctime=1600000000\n",
+            GuestType::Qemu,
+        );
+        assert_eq!(c.created, Some(1_700_000_000));
+        // Without ctime (older configs), containers (pve-container has no meta), a bad value.
+        assert_eq!(
+            parse_guest_config("meta: creation-qemu=6.1.0\n", GuestType::Qemu).created,
+            None
+        );
+        assert_eq!(
+            parse_guest_config("meta: ctime=1700000000\n", GuestType::Lxc).created,
+            None
+        );
+        let c = parse_guest_config("meta: creation-qemu=8.1.5,ctime=-1\n", GuestType::Qemu);
+        assert_eq!(c.created, None);
+        assert_eq!(c.ignored_lines, ["meta: creation-qemu=8.1.5,ctime=-1"]);
     }
 
     #[test]

@@ -32,8 +32,9 @@
 //! task's end time from the index (the task log's own timestamps are local time without a
 //! zone). Results are kept per vmid since the exporter started, from what `index` and
 //! `index.1` still hold then; a guest no finished task names has no `last_*` series. A result
-//! whose Starting line names the other guest type (`lxc`, `qemu`) belongs to the guest that had
-//! the vmid before (Proxmox reuses a destroyed guest's number) and is not served for this one.
+//! whose Starting line names the other guest type (`lxc`, `qemu`), or that ended before a VM's
+//! creation time (`meta: ctime` of its config), belongs to the guest that had the vmid before
+//! (Proxmox reuses a destroyed guest's number) and is not served for this one.
 //!
 //! Errors, each naming its file: an index line that is not one Proxmox writes (it is skipped,
 //! as Proxmox's own task list skips it), a task log that ends without a TASK line (its
@@ -109,13 +110,14 @@ struct GuestRecord {
     success: Option<(Instant, Option<u64>, Option<GuestType>)>,
 }
 
-/// Whether a result recorded for a guest of `recorded` type belongs to the guest `key` now
-/// names. Proxmox hands a destroyed guest's vmid to the next new guest, so a VM may hold the
-/// number of a container whose backups are still on record: those are not the VM's. A result
-/// of no known type (an index line whose log is gone, a guest that failed before it started)
-/// is taken as the current guest's.
-fn same_guest(recorded: Option<GuestType>, key: Key) -> bool {
-    recorded.is_none_or(|t| t == key.0)
+/// Whether a result of a task that ended at `ended`, for a guest of `recorded` type, belongs
+/// to the guest `key` now names, created at `created` (a VM's `meta: ctime`). Proxmox hands a
+/// destroyed guest's vmid to the next new guest, so a guest may hold the number of one whose
+/// backups are still on record: a result of the other type, or one that ended before the VM
+/// was created, is not this guest's. A result of no known type (an index line whose log is
+/// gone, a guest that failed before it started) is taken as the current guest's.
+fn same_guest(recorded: Option<GuestType>, ended: u64, key: Key, created: Option<u64>) -> bool {
+    recorded.is_none_or(|t| t == key.0) && created.is_none_or(|created| ended >= created)
 }
 
 /// Where the reading of the task archive stands: the file being followed (by device and
@@ -557,8 +559,9 @@ impl Collector for BackupCollector {
                 })
             };
             if let Some(record) = self.records.get(&key.1) {
+                let created = configs.get(&key).and_then(|entry| entry.config.created);
                 if let Some(((end, _), seconds, recorded)) = record.success
-                    && same_guest(recorded, key)
+                    && same_guest(recorded, end, key, created)
                 {
                     push(0, end as f64);
                     if let Some(seconds) = seconds {
@@ -566,7 +569,7 @@ impl Collector for BackupCollector {
                     }
                 }
                 if let Some(((end, _), failed, recorded)) = record.attempt
-                    && same_guest(recorded, key)
+                    && same_guest(recorded, end, key, created)
                 {
                     push(1, end as f64);
                     push(2, if failed { 1.0 } else { 0.0 });
