@@ -189,49 +189,7 @@ fn binary_loads_as_non_root_with_exactly_bpf_perfmon_net_admin() {
 
 #[test]
 fn user_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
-    let _serial = serial();
-    if !privileged() || !require_command("unshare") {
-        return;
-    }
-    let guest = Guest::new("userns", 902, 0);
-    let pve = tempfile::tempdir().unwrap();
-    let mut command = Command::new("unshare");
-    command.args(["-U", "-r"]).arg(binary());
-    let exporter = Exporter::start_with(command, &guest.env(pve.path()));
-    let series = parse_exposition(&exporter.get("/metrics").text());
-    let enabled = series
-        .iter()
-        .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
-        .expect("ebpf_enabled");
-    assert_eq!(enabled.2, 0.0);
-    assert!(enabled.1["reason"].contains("errno 1"), "{:?}", enabled.1);
-    // The same guest series come from cgroupfs.
-    assert!(value(&series, "container_cpu_usage_seconds_total", &[("container_id", "902")]).is_some());
-    assert!(!names(&series).contains("container_tasks_forked_total"));
-    let status = exporter.get("/status").json();
-    assert_eq!(
-        status["exporter"]["components"]["ebpf"]["state"]["reason"]["kind"],
-        "permission_denied"
-    );
-    drop(exporter);
-
-    // The service with EBPF=on tries, is refused by the kernel, and does not start.
-    let mut command = Command::new("unshare");
-    command
-        .args(["-U", "-r"])
-        .arg(binary())
-        .env("EBPF", "on")
-        .env("LISTEN_ADDRESS", "127.0.0.1")
-        .env("METRICS_PORT", free_port().to_string())
-        .envs(guest.env(pve.path()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let (status, stderr) = run_bounded(command, Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("errno 1"),
-        "{stderr}"
-    );
+    prove_refused_in_namespace(&["-U", "-r"], ("userns", 902), "errno 1", "permission_denied");
 }
 
 /// In a cgroup namespace of its own (`unshare --cgroup`, as in a container or Docker's default
@@ -241,14 +199,22 @@ fn user_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
 /// in a container loaded them and served 0 forks, execs and exits for a busy guest.
 #[test]
 fn cgroup_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
+    prove_refused_in_namespace(&["--cgroup"], ("cgroupns", 903), "cgroup namespace", "unsupported");
+}
+
+/// The binary run under `unshare <unshare_args>` with a fake guest: with EBPF=auto it serves the
+/// guest from cgroupfs without the eBPF series, and `metrics_exporter_ebpf_enabled 0` and
+/// /status give the reason (containing `reason`, of kind `kind`); with EBPF=on it tries, is
+/// refused, and does not start, saying why.
+fn prove_refused_in_namespace(unshare_args: &[&str], (name, vmid): (&str, u32), reason: &str, kind: &str) {
     let _serial = serial();
     if !privileged() || !require_command("unshare") {
         return;
     }
-    let guest = Guest::new("cgroupns", 903, 0);
+    let guest = Guest::new(name, vmid, 0);
     let pve = tempfile::tempdir().unwrap();
     let mut command = Command::new("unshare");
-    command.arg("--cgroup").arg(binary());
+    command.args(unshare_args).arg(binary());
     let exporter = Exporter::start_with(command, &guest.env(pve.path()));
     let series = parse_exposition(&exporter.get("/metrics").text());
     let enabled = series
@@ -256,19 +222,29 @@ fn cgroup_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
         .find(|s| s.0 == "metrics_exporter_ebpf_enabled")
         .expect("ebpf_enabled");
     assert_eq!(enabled.2, 0.0);
-    assert!(enabled.1["reason"].contains("cgroup namespace"), "{:?}", enabled.1);
-    assert!(value(&series, "container_cpu_usage_seconds_total", &[("container_id", "903")]).is_some());
+    assert!(enabled.1["reason"].contains(reason), "{:?}", enabled.1);
+    // The same guest series come from cgroupfs.
+    let id = vmid.to_string();
+    assert!(
+        value(
+            &series,
+            "container_cpu_usage_seconds_total",
+            &[("container_id", id.as_str())]
+        )
+        .is_some()
+    );
     assert!(!names(&series).contains("container_tasks_forked_total"));
     let status = exporter.get("/status").json();
     assert_eq!(
         status["exporter"]["components"]["ebpf"]["state"]["reason"]["kind"],
-        "unsupported"
+        kind
     );
     drop(exporter);
 
+    // The service with EBPF=on tries, is refused, and does not start.
     let mut command = Command::new("unshare");
     command
-        .arg("--cgroup")
+        .args(unshare_args)
         .arg(binary())
         .env("EBPF", "on")
         .env("LISTEN_ADDRESS", "127.0.0.1")
@@ -279,7 +255,7 @@ fn cgroup_namespace_falls_back_with_the_reason_and_ebpf_on_refuses() {
     let (status, stderr) = run_bounded(command, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains("cgroup namespace"),
+        stderr.contains("EBPF=on but the eBPF programs cannot run") && stderr.contains(reason),
         "{stderr}"
     );
 }

@@ -246,6 +246,16 @@ fn backup_takes_the_config_scan_guests_made_in_the_same_collection() {
     assert_eq!(covered_150(&series), Some(1.0));
 }
 
+/// No `last_*` series for guest 150 (its coverage may be there).
+fn assert_no_results_for_150(series: &[Series], why: &str) {
+    for family in FAMILIES.iter().filter(|f| **f != COVERED) {
+        assert!(
+            !series.iter().any(|s| s.0 == *family && s.1["container_id"] == "150"),
+            "{family} {why}"
+        );
+    }
+}
+
 /// Proxmox gives a destroyed guest's vmid to the next new guest. A VM that took the number of a
 /// container backed up before is not served the container's results, nor a VM the results of
 /// the VM that had the number before it was created (`meta: ctime`); its own backup is. Before
@@ -284,12 +294,7 @@ fn a_reused_vmid_does_not_inherit_the_other_guest_types_backups() {
     std::fs::write(pve.join("qemu-server/150.conf"), "name: reused\n").unwrap();
     let (series, result) = collect(&mut c);
     result.unwrap();
-    for family in FAMILIES.iter().filter(|f| **f != COVERED) {
-        assert!(
-            !series.iter().any(|s| s.0 == *family && s.1["container_id"] == "150"),
-            "{family} of the container served for the VM"
-        );
-    }
+    assert_no_results_for_150(&series, "of the container served for the VM");
     // The job backup-nightly (`all 1`, `exclude 101,102,103`) covers the VM all the same.
     assert_eq!(
         value(&series, COVERED, &[("container_id", "150"), ("type", "qemu")]),
@@ -330,12 +335,7 @@ fn a_reused_vmid_does_not_inherit_the_other_guest_types_backups() {
     .unwrap();
     let (series, result) = collect(&mut c);
     result.unwrap();
-    for family in FAMILIES.iter().filter(|f| **f != COVERED) {
-        assert!(
-            !series.iter().any(|s| s.0 == *family && s.1["container_id"] == "150"),
-            "{family} of the VM destroyed before served for the new one"
-        );
-    }
+    assert_no_results_for_150(&series, "of the VM destroyed before served for the new one");
     // Its own first backup is its record.
     let start = created + 0x100;
     let upid = task(
@@ -692,10 +692,7 @@ fn unreadable_files_are_named_and_cost_only_what_depends_on_them() {
 #[test]
 #[ignore]
 fn steady_state_cost_against_guests_at_1000_guests() {
-    let guests: usize = std::env::var("SYNTHETIC_GUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let guests = synthetic_guest_count();
     let dir = tempfile::tempdir().unwrap();
     let host = synthetic::generate(dir.path(), &synthetic::Spec::new(guests)).unwrap();
     let env = host.environment();

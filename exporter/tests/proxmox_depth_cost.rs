@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::thread_cpu_micros;
+use common::{synthetic_guest_count, thread_cpu_micros};
 use std::path::Path;
 use std::process::Command;
 
@@ -60,10 +60,7 @@ fn copy_into(tree: &Path, relative: &str) {
 #[test]
 #[ignore]
 fn issue_12_collectors_against_guests_at_1000_guests() {
-    let guests: usize = std::env::var("SYNTHETIC_GUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let guests = synthetic_guest_count();
     let dir = tempfile::tempdir().unwrap();
     let host = synthetic::generate(dir.path(), &synthetic::Spec::new(guests)).unwrap();
     for relative in FROM_FIXTURE {

@@ -43,6 +43,15 @@ pub fn thread_cpu_micros() -> f64 {
     ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
 }
 
+/// How many guests a cost test's synthetic host has: `SYNTHETIC_GUESTS`, else 1000 (the size
+/// the issues' cost targets are stated for).
+pub fn synthetic_guest_count() -> usize {
+    std::env::var("SYNTHETIC_GUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
